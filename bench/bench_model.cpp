@@ -1,0 +1,84 @@
+// CPU throughput of the runtime: the machine's matmul GFLOP/s (the ceiling), prefill tokens/s and
+// achieved GFLOP/s, and decode tokens/s, for the tiny shape and a ~100M-parameter shape.
+//   ./build/kvlab_bench --benchmark_filter='Matmul|Prefill|Decode'
+#include <ATen/ATen.h>
+#include <benchmark/benchmark.h>
+#include <c10/core/GradMode.h>
+
+#include "kvlab/model/dtype.h"
+#include "kvlab/model/llama_model.h"
+
+namespace {
+
+using kvlab::KvCache;
+using kvlab::LlamaModel;
+using kvlab::ModelConfig;
+
+const char* shape_of(int64_t i) { return i == 0 ? "tiny" : "small-100m"; }
+
+LlamaModel& model_for(int64_t shape) {
+  static std::map<int64_t, std::unique_ptr<LlamaModel>> cache;
+  auto& m = cache[shape];
+  if (!m) m = std::make_unique<LlamaModel>(LlamaModel::random(ModelConfig::named_shape(shape_of(shape)), 0));
+  return *m;
+}
+
+// FLOPs of one forward over T new tokens after `past` cached ones (matmuls only).
+double forward_flops(const ModelConfig& c, int64_t T, int64_t past) {
+  const double per_token = c.num_hidden_layers * (2.0 * c.hidden_size * (c.q_dim() + 2 * c.kv_dim()) +
+                                                  2.0 * c.q_dim() * c.hidden_size +
+                                                  6.0 * c.hidden_size * c.intermediate_size) +
+                           2.0 * c.vocab_size * c.hidden_size;
+  const double avg_keys = past + (T + 1) / 2.0;  // causal: query t sees past + t + 1 keys
+  const double attn = c.num_hidden_layers * 4.0 * c.q_dim() * avg_keys;
+  return T * (per_token + attn);
+}
+
+void BM_Matmul(benchmark::State& state) {
+  kvlab::set_threads(0);
+  const int64_t n = state.range(0);
+  at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
+  for (auto _ : state) benchmark::DoNotOptimize(at::matmul(a, b));
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Matmul)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Prefill of T tokens (batch 1) into an empty cache.
+void BM_Prefill(benchmark::State& state) {
+  kvlab::set_threads(0);
+  c10::AutoGradMode no_grad(false);
+  LlamaModel& m = model_for(state.range(0));
+  const int64_t T = state.range(1);
+  at::Tensor ids = at::randint(0, m.config().vocab_size, {1, T}, at::kLong);
+  for (auto _ : state) {
+    KvCache cache = m.make_full_precision_cache();
+    benchmark::DoNotOptimize(m.forward(ids, cache, std::nullopt, /*last_only=*/true));
+  }
+  state.SetLabel(shape_of(state.range(0)));
+  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(m.config(), T, 0) / 1e9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Prefill)->ArgsProduct({{0, 1}, {128, 512}})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One decode step (batch B) after a prompt of `ctx` tokens. Each step appends its token, so the
+// iteration count is fixed (64) to keep the context within ctx..ctx+64.
+void BM_Decode(benchmark::State& state) {
+  kvlab::set_threads(0);
+  c10::AutoGradMode no_grad(false);
+  LlamaModel& m = model_for(state.range(0));
+  const int64_t ctx = state.range(1), B = state.range(2);
+  KvCache cache = m.make_full_precision_cache();
+  m.forward(at::randint(0, m.config().vocab_size, {B, ctx}, at::kLong), cache, std::nullopt, true);
+  at::Tensor next = at::randint(0, m.config().vocab_size, {B, 1}, at::kLong);
+  for (auto _ : state) benchmark::DoNotOptimize(m.forward(next, cache, std::nullopt, true));
+  state.SetLabel(shape_of(state.range(0)));
+  state.counters["tok/s"] = benchmark::Counter(static_cast<double>(B), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(B * forward_flops(m.config(), 1, ctx) / 1e9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Decode)->ArgsProduct({{0, 1}, {512}, {1, 8}})->Iterations(64)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,15 @@
+#pragma once
+// The kvlab subcommands. Each takes the arguments after its name and returns an exit code;
+// errors are thrown as kvlab::Error (or boost::program_options errors) and printed by main.
+#include <string>
+#include <vector>
+
+namespace kvlab::cli {
+
+using Args = std::vector<std::string>;
+
+int make_model(const Args& args);
+int generate(const Args& args);
+int eval(const Args& args);
+
+}  // namespace kvlab::cli

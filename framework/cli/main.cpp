@@ -1,0 +1,61 @@
+// kvlab: one binary, one subcommand per task. Every error is one line on stderr and a non-zero exit.
+#include <boost/program_options/errors.hpp>
+#include <fmt/format.h>
+
+#include <cstring>
+#include <functional>
+#include <map>
+
+#include "commands.h"
+#include "kvlab/common/error.h"
+
+namespace {
+
+struct Command {
+  std::function<int(const kvlab::cli::Args&)> run;
+  const char* help;
+};
+
+const std::map<std::string, Command>& commands() {
+  static const std::map<std::string, Command> table = {
+      {"make-model", {kvlab::cli::make_model, "write an HF-format checkpoint with random weights for a shape"}},
+      {"generate", {kvlab::cli::generate, "greedy generation from a prompt, with tokens/s"}},
+      {"eval", {kvlab::cli::eval, "evaluate a model: eval ppl (perplexity over windows)"}},
+  };
+  return table;
+}
+
+void print_usage() {
+  fmt::print("usage: kvlab <command> [options]   (kvlab <command> --help for its options)\n\ncommands:\n");
+  for (const auto& [name, cmd] : commands()) fmt::print("  {:<12} {}\n", name, cmd.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  auto it = commands().find(name);
+  if (it == commands().end()) {
+    fmt::print(stderr, "kvlab: error: unknown command '{}' (run 'kvlab --help' for the list)\n", name);
+    return 2;
+  }
+  try {
+    return it->second.run(kvlab::cli::Args(argv + 2, argv + argc));
+  } catch (const boost::program_options::error& e) {
+    fmt::print(stderr, "kvlab {}: error: {}\n", name, e.what());
+    return 2;
+  } catch (const kvlab::Error& e) {
+    fmt::print(stderr, "kvlab {}: error: {}\n", name, e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    // LibTorch errors carry a multi-line backtrace; keep the first line.
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    fmt::print(stderr, "kvlab {}: error: {}\n", name, msg);
+    return 1;
+  }
+}
