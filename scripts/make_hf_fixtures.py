@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 # name: make-model arguments. Dims are tiny so the fixtures stay small (~200 KB each).
 COMMON = ["--shape", "tiny", "--hidden", "32", "--heads", "4", "--head-dim", "8", "--layers", "2",
-          "--intermediate", "64", "--vocab", "320", "--tokenizer-vocab", "320", "--init-std", "0.25"]
+          "--intermediate", "64", "--vocab", "400", "--tokenizer-vocab", "400", "--init-std", "0.25"]
 VARIANTS = {
     "llama_mha": ["--model-type", "llama", "--kv-heads", "4", "--seed", "1"],
     "llama3_gqa_tied": ["--model-type", "llama", "--kv-heads", "2", "--seed", "2", "--tie-embeddings", "true",

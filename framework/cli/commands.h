@@ -11,5 +11,6 @@ using Args = std::vector<std::string>;
 int make_model(const Args& args);
 int generate(const Args& args);
 int eval(const Args& args);
+int convert(const Args& args);
 
 }  // namespace kvlab::cli

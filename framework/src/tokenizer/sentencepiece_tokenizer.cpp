@@ -72,7 +72,7 @@ void train_sentencepiece(const std::string& text_path, const std::string& out_pr
   const std::string args =
       "--input=" + text_path + " --model_prefix=" + out_prefix + " --model_type=bpe" +
       " --vocab_size=" + std::to_string(vocab_size) +
-      " --byte_fallback=true --hard_vocab_limit=false --character_coverage=1.0"
+      " --byte_fallback=true --hard_vocab_limit=false --character_coverage=0.9995"
       " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=2 --minloglevel=2"
       " --split_digits=true --allow_whitespace_only_pieces=true --remove_extra_whitespaces=false"
       " --normalization_rule_name=identity";

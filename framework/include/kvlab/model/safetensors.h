@@ -39,7 +39,8 @@ class SafetensorsFile {
   bool contains(const std::string& name) const;
   const SafetensorsEntry& entry(const std::string& name) const;  // throws: "<file>: no tensor '<name>'"
 
-  // CPU tensor in the file's dtype; a view into the mapping (copied only if misaligned).
+  // CPU tensor in the file's dtype; a view into the mapping (copied only if misaligned). The
+  // mapping is read-only: writing into the view in place faults, so clone() before modifying it.
   at::Tensor tensor(const std::string& name) const;
 
  private:

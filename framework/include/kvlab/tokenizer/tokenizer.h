@@ -2,7 +2,7 @@
 // One interface over the tokenizers a checkpoint may carry:
 //   - SentencePiece  (tokenizer.model; Llama-2, Mistral)          -> SentencePieceTokenizer
 //   - HF byte-level BPE (tokenizer.json; Llama-3, Qwen2)           -> BpeTokenizer
-//   - llama2.c's scored vocabulary (tokenizer.bin; stories models) -> later
+//   - llama2.c scored vocabulary (llama2c_tokenizer.bin)            -> Llama2cTokenizer
 #include <cstdint>
 #include <memory>
 #include <optional>

@@ -1,0 +1,124 @@
+#include "kvlab/tokenizer/llama2c_tokenizer.h"
+
+#include <cstring>
+#include <fstream>
+
+#include "kvlab/common/error.h"
+
+namespace kvlab {
+namespace {
+
+constexpr int32_t kByteOffset = 3;  // id of byte 0x00
+
+size_t utf8_length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if ((lead >> 5) == 0x6) return 2;
+  if ((lead >> 4) == 0xE) return 3;
+  if ((lead >> 3) == 0x1E) return 4;
+  return 1;  // a stray continuation or invalid byte stands alone (and falls back to its byte)
+}
+
+// "<0xAB>" -> 0xAB, else -1.
+int byte_piece_value(const std::string& p) {
+  if (p.size() != 6 || p.compare(0, 3, "<0x") != 0 || p[5] != '>') return -1;
+  auto hex = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; };
+  const int hi = hex(p[3]), lo = hex(p[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+}  // namespace
+
+Llama2cTokenizer::Llama2cTokenizer(const std::string& path, int32_t vocab_size) : path_(path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open llama2.c tokenizer", path);
+  int32_t max_len = 0;
+  if (!in.read(reinterpret_cast<char*>(&max_len), 4) || max_len <= 0 || max_len > 1 << 16)
+    fail("{}: not a llama2.c tokenizer (bad max_token_length header)", path);
+  while (vocab_size <= 0 || static_cast<int32_t>(pieces_.size()) < vocab_size) {
+    float score = 0;
+    int32_t len = 0;
+    if (!in.read(reinterpret_cast<char*>(&score), 4)) {
+      if (vocab_size <= 0 && in.eof()) break;
+      fail("{}: truncated after {} tokens (expected {})", path, pieces_.size(), vocab_size);
+    }
+    if (!in.read(reinterpret_cast<char*>(&len), 4) || len < 0 || len > max_len)
+      fail("{}: token {} has a bad length (truncated or corrupt file)", path, pieces_.size());
+    std::string piece(static_cast<size_t>(len), '\0');
+    if (!in.read(piece.data(), len)) fail("{}: truncated inside token {}", path, pieces_.size());
+    ids_.emplace(piece, static_cast<int32_t>(pieces_.size()));
+    pieces_.push_back(std::move(piece));
+    scores_.push_back(score);
+  }
+  if (pieces_.size() < static_cast<size_t>(kByteOffset + 256))
+    fail("{}: {} tokens, fewer than the 259 of the special and byte-fallback ids", path, pieces_.size());
+  if (vocab_size > 0 && in.peek() != std::char_traits<char>::eof())
+    fail("{}: more tokens than the model's vocab_size {}", path, vocab_size);
+}
+
+std::vector<int32_t> Llama2cTokenizer::encode(std::string_view text, bool add_special) const {
+  std::vector<int32_t> ids;
+  if (add_special) ids.push_back(1);
+  if (text.empty()) return ids;
+  std::vector<int32_t> work;
+  // The dummy prefix: a leading space, as SentencePiece adds.
+  auto space = ids_.find(" ");
+  if (space != ids_.end()) work.push_back(space->second);
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = std::min(utf8_length(static_cast<unsigned char>(text[i])), text.size() - i);
+    auto it = ids_.find(std::string(text.substr(i, n)));
+    if (it != ids_.end()) {
+      work.push_back(it->second);
+    } else {
+      for (size_t b = 0; b < n; ++b) work.push_back(kByteOffset + static_cast<unsigned char>(text[i + b]));
+    }
+    i += n;
+  }
+  // Merge the best-scoring adjacent pair until none merges (the first one wins a tie).
+  std::string merged;
+  while (true) {
+    float best = -1e30f;
+    int32_t best_id = -1;
+    size_t best_at = 0;
+    for (size_t i = 0; i + 1 < work.size(); ++i) {
+      merged = pieces_[static_cast<size_t>(work[i])];
+      merged += pieces_[static_cast<size_t>(work[i + 1])];
+      auto it = ids_.find(merged);
+      if (it != ids_.end() && scores_[static_cast<size_t>(it->second)] > best) {
+        best = scores_[static_cast<size_t>(it->second)];
+        best_id = it->second;
+        best_at = i;
+      }
+    }
+    if (best_id < 0) break;
+    work[best_at] = best_id;
+    work.erase(work.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  }
+  ids.insert(ids.end(), work.begin(), work.end());
+  return ids;
+}
+
+std::string Llama2cTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string out;
+  bool at_start = true;  // the dummy-prefix space of the first text piece is dropped
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size()) fail("{}: token id {} out of range [0, {})", path_, id, vocab_size());
+    if (id < kByteOffset) {  // <unk>, <s>, </s>
+      if (id == 1) at_start = true;
+      if (!skip_special) out += pieces_[static_cast<size_t>(id)];
+      continue;
+    }
+    const std::string& p = pieces_[static_cast<size_t>(id)];
+    const int byte = byte_piece_value(p);
+    if (byte >= 0) {
+      out.push_back(static_cast<char>(byte));
+    } else if (at_start && !p.empty() && p[0] == ' ') {
+      out.append(p, 1, std::string::npos);
+    } else {
+      out += p;
+    }
+    at_start = false;
+  }
+  return out;
+}
+
+}  // namespace kvlab
