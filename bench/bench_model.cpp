@@ -23,15 +23,15 @@ LlamaModel& model_for(int64_t shape) {
   return *m;
 }
 
-// FLOPs of one forward over T new tokens after `past` cached ones (matmuls only).
+// FLOPs of one forward over T new tokens after `past` cached ones (matmuls only); the LM head runs
+// on the last token only (the benchmarks ask for last_only logits).
 double forward_flops(const ModelConfig& c, int64_t T, int64_t past) {
   const double per_token = c.num_hidden_layers * (2.0 * c.hidden_size * (c.q_dim() + 2 * c.kv_dim()) +
                                                   2.0 * c.q_dim() * c.hidden_size +
-                                                  6.0 * c.hidden_size * c.intermediate_size) +
-                           2.0 * c.vocab_size * c.hidden_size;
+                                                  6.0 * c.hidden_size * c.intermediate_size);
   const double avg_keys = past + (T + 1) / 2.0;  // causal: query t sees past + t + 1 keys
   const double attn = c.num_hidden_layers * 4.0 * c.q_dim() * avg_keys;
-  return T * (per_token + attn);
+  return T * (per_token + attn) + 2.0 * c.vocab_size * c.hidden_size;
 }
 
 void BM_Matmul(benchmark::State& state) {

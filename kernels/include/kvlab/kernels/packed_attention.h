@@ -1,0 +1,46 @@
+#pragma once
+// Decode attention that reads packed K/V directly: one new query per query head, against
+//   keys   [K' (k.tokens packed) ; K_full (tk_full fp32 rows)]
+//   values [V' (v.tokens packed) ; V_full (tv_full fp32 rows)]
+// with k.tokens + tk_full == v.tokens + tv_full == S (keys and values may be quantized up to
+// different points, as in KIVI). scores = q . key * softmax_scale, softmax over all S in fp32,
+// out = sum_t p_t value_t. No dequantized copy of the cache is built: per-channel keys use
+// q . (code * s + z) = sum_d (q_d s_d) code_d + q . z per block, per-token values accumulate
+// p_t s_tg code + p_t z_tg, and so on for the other two layouts.
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+#include "kvlab/kernels/group_quant.h"
+
+namespace kvlab::kernels {
+
+enum class ParamType { F16, F32 };
+
+// The packed tokens of one (batch, kv-head) stream, in the layouts of group_quant.h.
+struct PackedStream {
+  Granularity granularity = Granularity::PerToken;
+  QuantShape shape;
+  ParamType param = ParamType::F16;
+  int64_t tokens = 0;                // packed tokens (a multiple of group for PerChannel)
+  const uint32_t* codes = nullptr;
+  const void* scales = nullptr;      // P* per `param`
+  const void* zeros = nullptr;       // P*; nullptr when symmetric
+};
+
+// One (batch, kv-head): q [n_q, D] are the n_q query heads that share this kv-head (GQA).
+// k_full [tk_full, D] and v_full [tv_full, D] have row stride D. out [n_q, D].
+// workspace must hold at least n_q * S floats.
+void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const PackedStream& k,
+                             const float* k_full, int64_t tk_full, const PackedStream& v,
+                             const float* v_full, int64_t tv_full, float softmax_scale, float* out,
+                             float* workspace);
+
+namespace reference {
+// Dequantizes K' and V' into full matrices and runs plain attention (the definition).
+void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const PackedStream& k,
+                             const float* k_full, int64_t tk_full, const PackedStream& v,
+                             const float* v_full, int64_t tv_full, float softmax_scale, float* out);
+}  // namespace reference
+
+}  // namespace kvlab::kernels
