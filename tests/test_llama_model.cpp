@@ -294,8 +294,9 @@ TEST(LlamaModel, CacheBytesAreExact) {
   m.forward(random_tokens(3, 7, c.vocab_size, 1), cache);
   m.forward(random_tokens(3, 1, c.vocab_size, 2), cache);
   // layers * (K and V) * batch * kv_heads * tokens * head_dim * 4 bytes
-  EXPECT_EQ(cache.bytes().full_precision, 2 * 2 * 3 * 2 * 8 * 8 * 4);
-  EXPECT_EQ(cache.bytes().total(), cache.bytes().full_precision);
+  EXPECT_EQ(cache.bytes().keys.full_precision, 2 * 3 * 2 * 8 * 8 * 4);
+  EXPECT_EQ(cache.bytes().values.full_precision, 2 * 3 * 2 * 8 * 8 * 4);
+  EXPECT_EQ(cache.bytes().total(), 2 * 2 * 3 * 2 * 8 * 8 * 4);
   EXPECT_GE(cache.layer(0).capacity_bytes(), cache.layer(0).bytes().total());
   cache.reset();
   EXPECT_EQ(cache.length(), 0);

@@ -8,11 +8,14 @@
 #include "commands.h"
 #include "kvlab/common/error.h"
 #include "kvlab/eval/perplexity.h"
+#include "kvlab/eval/quantized_perplexity.h"
+#include "kvlab/quant/kv_method.h"
 #include "kvlab/model/dtype.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
 namespace kvlab::cli {
 namespace {
+
 
 int eval_ppl(const Args& args) {
   po::options_description desc("eval ppl options");
@@ -24,6 +27,10 @@ int eval_ppl(const Args& args) {
     ("bos", po::value<std::string>()->default_value("stream"),
      "stream: the tokenizer's own special tokens once, at the start of the text (HF style); "
      "window: BOS at the start of every window; none: no BOS")
+    ("method", po::value<std::string>(), "KV-cache method (kvlab methods lists them); adds KL to fp16, bits, memory")
+    ("set", po::value<std::vector<std::string>>()->composing(), "method parameter key=value (repeatable)")
+    ("path", po::value<std::string>()->default_value("fast"),
+     "fast: one masked pass per window; stream: feed tokens one at a time (the definition; slow)")
     ("json", "print the result as one JSON object on stdout");
   auto vm = parse(args, desc, "kvlab eval ppl --model DIR --text FILE [--ctx L]");
   if (!vm) return 0;
@@ -45,6 +52,38 @@ int eval_ppl(const Args& args) {
   if (bos_mode == "window") {
     if (!tok->bos_id()) fail("--bos window: the tokenizer of {} has no BOS token", model_dir);
     opt.bos_id = *tok->bos_id();
+  }
+  if (vm->count("method")) {
+    const std::string name = (*vm)["method"].as<std::string>();
+    const auto sets = vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    auto method = MethodRegistry::instance().create(name, parse_assignments(sets), "--method");
+    const std::string path = (*vm)["path"].as<std::string>();
+    if (path != "fast" && path != "stream") fail("--path '{}' is not fast or stream", path);
+    method->calibrate(model);
+    const CachePlan plan = method->plan(model.config());
+    auto q = evaluate_quantized_perplexity(model, ids, opt, plan,
+                                           path == "fast" ? PerplexityPath::Fast : PerplexityPath::Stream);
+    nlohmann::json j = {{"model", model_dir}, {"text", text_path}, {"ctx", opt.ctx}, {"bos", bos_mode},
+                        {"dtype", dtype_name(model.dtype())}, {"device", model.device().str()},
+                        {"method", name}, {"params", method->params().to_json()},
+                        {"path", path}, {"windows", q.quantized.windows},
+                        {"predicted_tokens", q.quantized.predicted}, {"ppl_fp16", q.reference.ppl()},
+                        {"ppl", q.quantized.ppl()}, {"kl_mean", q.kl_mean}, {"kl_p99", q.kl_p99},
+                        {"top1_agreement", q.top1_agreement}, {"delta_p_correct", q.delta_p_correct},
+                        {"bits_k", q.bits_k()}, {"bits_v", q.bits_v()}, {"memory_ratio", q.memory_ratio()},
+                        {"cache_bytes", q.bytes.total()}, {"seconds", q.quantized.seconds}};
+    if (vm->count("json")) {
+      std::cout << j.dump() << "\n";
+    } else {
+      fmt::print("method {} ({})\n", name, method->params().slug());
+      fmt::print("  perplexity {:.4f} (fp16 {:.4f})  KL mean {:.5f} p99 {:.5f}  top-1 same {:.2f}%  "
+                 "dp(correct) {:+.5f}\n",
+                 q.quantized.ppl(), q.reference.ppl(), q.kl_mean, q.kl_p99, 100 * q.top1_agreement,
+                 q.delta_p_correct);
+      fmt::print("  K {:.3f} bits  V {:.3f} bits  memory {:.4f} of a 16-bit cache ({} bytes for {} tokens)\n",
+                 q.bits_k(), q.bits_v(), q.memory_ratio(), q.bytes.total(), opt.ctx);
+    }
+    return 0;
   }
   PerplexityResult r = evaluate_perplexity(model, ids, opt);
 

@@ -12,5 +12,6 @@ int make_model(const Args& args);
 int generate(const Args& args);
 int eval(const Args& args);
 int convert(const Args& args);
+int methods(const Args& args);
 
 }  // namespace kvlab::cli

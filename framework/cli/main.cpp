@@ -21,6 +21,7 @@ const std::map<std::string, Command>& commands() {
       {"make-model", {kvlab::cli::make_model, "write an HF-format checkpoint with random weights for a shape"}},
       {"generate", {kvlab::cli::generate, "greedy generation from a prompt, with tokens/s"}},
       {"eval", {kvlab::cli::eval, "evaluate a model: eval ppl (perplexity over windows)"}},
+      {"methods", {kvlab::cli::methods, "list the KV-cache methods with their parameters and defaults"}},
       {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
   };
   return table;

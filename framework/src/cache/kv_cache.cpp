@@ -7,11 +7,17 @@
 
 namespace kvlab {
 
-CacheBytes& CacheBytes::operator+=(const CacheBytes& o) {
+ByteBreakdown& ByteBreakdown::operator+=(const ByteBreakdown& o) {
   packed_codes += o.packed_codes;
   scales_zeros += o.scales_zeros;
   full_precision += o.full_precision;
   metadata += o.metadata;
+  return *this;
+}
+
+CacheBytes& CacheBytes::operator+=(const CacheBytes& o) {
+  keys += o.keys;
+  values += o.values;
   return *this;
 }
 
@@ -79,7 +85,8 @@ CacheBytes FullPrecisionLayerCache::bytes() const {
   if (length_ == 0) return b;
   const int64_t per_token = k_buf_.size(0) * k_buf_.size(1) * k_buf_.size(3) *
                             static_cast<int64_t>(k_buf_.element_size());
-  b.full_precision = 2 * per_token * length_;  // K and V
+  b.keys.full_precision = per_token * length_;
+  b.values.full_precision = per_token * length_;
   return b;
 }
 

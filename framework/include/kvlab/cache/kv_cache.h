@@ -14,14 +14,20 @@
 
 namespace kvlab {
 
-// Bytes actually held by a cache, by kind. Nothing is estimated: each figure is the size of the
-// tensors the cache keeps for the tokens it holds (not spare capacity; see capacity_bytes).
-struct CacheBytes {
+// Bytes actually held for one of K or V, by kind. Nothing is estimated: each figure is the size of
+// the data the cache keeps for the tokens it holds (not spare capacity; see capacity_bytes).
+struct ByteBreakdown {
   int64_t packed_codes = 0;     // low-bit codes of quantized tokens
   int64_t scales_zeros = 0;     // per-group scale and zero point
   int64_t full_precision = 0;   // tokens kept in the model's dtype (window, sinks, fp16 cache)
   int64_t metadata = 0;         // index lists and the like (e.g. high-precision channel ids)
   int64_t total() const { return packed_codes + scales_zeros + full_precision + metadata; }
+  ByteBreakdown& operator+=(const ByteBreakdown& o);
+};
+
+struct CacheBytes {
+  ByteBreakdown keys, values;
+  int64_t total() const { return keys.total() + values.total(); }
   CacheBytes& operator+=(const CacheBytes& o);
 };
 

@@ -1,0 +1,33 @@
+#pragma once
+// Parameters several methods share, declared once so that their names, defaults and help agree.
+#include <string>
+
+#include "kvlab/quant/cache_plan.h"
+#include "kvlab/quant/params.h"
+
+namespace kvlab::common_params {
+
+inline ParamSpec bits(const std::string& name, int64_t dflt, const std::string& help) {
+  return ParamSpec::integer(name, dflt, help, {}, {}, {"1", "2", "3", "4", "8", "16"});
+}
+inline ParamSpec group(int64_t dflt = 32) {
+  return ParamSpec::integer("group", dflt, "group size G (tokens for per-channel, channels for per-token; -1: whole head_dim)", -1);
+}
+inline ParamSpec param_dtype() {
+  return ParamSpec::string("param_dtype", "float16", "storage of scales and zero points", {"float16", "float32"});
+}
+inline ParamSpec prefill() {
+  return ParamSpec::string("prefill", "full-precision",
+                           "multi-token forwards: attention reads exact K/V (full-precision, as KIVI/KVmix) or the "
+                           "stored cache (quantized, as llama.cpp)",
+                           {"full-precision", "quantized"});
+}
+
+inline ParamType param_type(const ParamSet& p) {
+  return p.string("param_dtype") == "float32" ? ParamType::F32 : ParamType::F16;
+}
+inline PrefillAttention prefill_mode(const ParamSet& p) {
+  return p.string("prefill") == "quantized" ? PrefillAttention::Quantized : PrefillAttention::FullPrecision;
+}
+
+}  // namespace kvlab::common_params

@@ -1,0 +1,228 @@
+#include "kvlab/cache/quantized_stream.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "kvlab/common/error.h"
+#include "kvlab/kernels/packing.h"
+
+namespace kvlab {
+namespace {
+
+at::ScalarType param_dtype(ParamType p) { return p == ParamType::F16 ? at::kHalf : at::kFloat; }
+
+}  // namespace
+
+QuantizedStream::QuantizedStream(TensorQuantSpec spec, FlushRule rule) : spec_(spec), rule_(rule) {
+  if (!spec_.quantized()) rule_.kind = FlushRule::Kind::Never;
+}
+
+int64_t QuantizedStream::unit() const {
+  return spec_.quantized() && spec_.granularity == Granularity::PerChannel ? spec_.group : 1;
+}
+
+void QuantizedStream::reserve_full(int64_t tokens) {
+  const int64_t cap = full_buf_.defined() ? full_buf_.size(2) : 0;
+  if (full_begin_ + tokens <= cap) return;
+  if (tokens <= cap && full_begin_ > 0) {  // room at the front: compact instead of growing
+    if (full_len_ > 0)
+      full_buf_.narrow(2, 0, full_len_).copy_(full_buf_.narrow(2, full_begin_, full_len_).clone());
+    full_begin_ = 0;
+    return;
+  }
+  const int64_t new_cap = std::max<int64_t>({tokens, 2 * cap, 64});
+  at::Tensor buf = at::empty({B_, H_, new_cap, D_}, full_buf_.options());
+  if (full_len_ > 0) buf.narrow(2, 0, full_len_).copy_(full_buf_.narrow(2, full_begin_, full_len_));
+  full_buf_ = buf;
+  full_begin_ = 0;
+}
+
+void QuantizedStream::append(const at::Tensor& x) {
+  if (x.dim() != 4) fail("kv cache: expected [batch, heads, tokens, dim], got {} dims", x.dim());
+  if (!full_buf_.defined()) {
+    B_ = x.size(0), H_ = x.size(1), D_ = x.size(3);
+    G_ = spec_.quantized() ? spec_.resolved_group(D_) : 0;
+    if (spec_.quantized()) spec_.validate(D_, "kv cache");
+    full_buf_ = at::empty({B_, H_, 64, D_}, x.options());
+  } else if (x.size(0) != B_ || x.size(1) != H_ || x.size(3) != D_) {
+    fail("kv cache: appended [{}, {}, _, {}] to a stream of [{}, {}, _, {}]", x.size(0), x.size(1), x.size(3), B_,
+         H_, D_);
+  }
+  const int64_t T = x.size(2);
+  reserve_full(full_len_ + T);
+  full_buf_.narrow(2, full_begin_ + full_len_, T).copy_(x);
+  full_len_ += T;
+}
+
+int64_t QuantizedStream::flush() {
+  if (!spec_.quantized() || full_len_ == 0) return 0;
+  const int64_t n = rule_.tokens_to_flush(full_len_, unit());
+  if (n > 0) quantize_oldest(n);
+  return n;
+}
+
+void QuantizedStream::reserve_packed(int64_t tokens) {
+  if (tokens <= packed_cap_) return;
+  const int64_t u = unit();
+  int64_t cap = std::max<int64_t>({tokens, 2 * packed_cap_, 64});
+  cap = (cap + u - 1) / u * u;
+  const auto pdt = param_dtype(spec_.param);
+  const auto opts = at::TensorOptions().device(full_buf_.device());
+  at::Tensor codes, scales, zeros;
+  if (spec_.granularity == Granularity::PerToken) {
+    const int64_t Wt = kernels::packed_words(D_, spec_.bits);
+    codes = at::zeros({B_, H_, cap, Wt}, opts.dtype(at::kInt));
+    scales = at::zeros({B_, H_, cap, D_ / G_}, opts.dtype(pdt));
+  } else {
+    const int64_t Wc = kernels::packed_words(G_, spec_.bits);
+    codes = at::zeros({B_, H_, cap / G_, D_, Wc}, opts.dtype(at::kInt));
+    scales = at::zeros({B_, H_, cap / G_, D_}, opts.dtype(pdt));
+  }
+  zeros = spec_.symmetric ? at::Tensor() : at::zeros_like(scales);
+  if (packed_ > 0) {
+    const int64_t rows = spec_.granularity == Granularity::PerToken ? packed_ : packed_ / G_;
+    codes.narrow(2, 0, rows).copy_(codes_.narrow(2, 0, rows));
+    scales.narrow(2, 0, rows).copy_(scales_.narrow(2, 0, rows));
+    if (zeros.defined()) zeros.narrow(2, 0, rows).copy_(zeros_.narrow(2, 0, rows));
+  }
+  codes_ = codes, scales_ = scales, zeros_ = zeros;
+  packed_cap_ = cap;
+}
+
+void QuantizedStream::quantize_oldest(int64_t n) {
+  if (n <= 0) return;
+  if (!spec_.quantized()) fail("kv cache: quantize_oldest on an unquantized stream");
+  if (n > full_len_) fail("kv cache: cannot quantize {} tokens, {} in full precision", n, full_len_);
+  if (n % unit() != 0) fail("kv cache: {} tokens is not a whole number of {}-token groups", n, unit());
+  reserve_packed(packed_ + n);
+  // The kernels read fp32 rows; this copy is the only conversion.
+  at::Tensor src = full_buf_.narrow(2, full_begin_, n).to(at::kFloat).contiguous();  // [B, H, n, D]
+  const kernels::QuantShape shape{spec_.bits, G_, spec_.symmetric};
+  const bool per_token = spec_.granularity == Granularity::PerToken;
+  const int64_t Wt = per_token ? codes_.size(3) : 0;
+  const int64_t Wc = per_token ? 0 : codes_.size(4);
+  const int64_t cap_rows = codes_.size(2);
+  const int64_t first_row = per_token ? packed_ : packed_ / G_;
+  const int64_t sz_row = scales_.size(3);  // groups per token (per-token) or D (per-channel)
+  const bool f16 = spec_.param == ParamType::F16;
+  auto* codes = reinterpret_cast<uint32_t*>(codes_.data_ptr<int32_t>());
+  const float* x = src.data_ptr<float>();
+  at::parallel_for(0, B_ * H_, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const float* xs = x + bh * n * D_;
+      const int64_t row0 = bh * cap_rows + first_row;
+      uint32_t* c = per_token ? codes + row0 * Wt : codes + row0 * D_ * Wc;
+      const int64_t sz_off = row0 * sz_row;
+      if (f16) {
+        auto* s = scales_.data_ptr<at::Half>() + sz_off;
+        auto* z = zeros_.defined() ? zeros_.data_ptr<at::Half>() + sz_off : nullptr;
+        if (per_token) kernels::quantize_per_token<c10::Half>(xs, n, D_, D_, shape, c, s, z);
+        else kernels::quantize_per_channel<c10::Half>(xs, n, D_, D_, shape, c, s, z);
+      } else {
+        auto* s = scales_.data_ptr<float>() + sz_off;
+        auto* z = zeros_.defined() ? zeros_.data_ptr<float>() + sz_off : nullptr;
+        if (per_token) kernels::quantize_per_token<float>(xs, n, D_, D_, shape, c, s, z);
+        else kernels::quantize_per_channel<float>(xs, n, D_, D_, shape, c, s, z);
+      }
+    }
+  });
+  packed_ += n;
+  full_begin_ += n;
+  full_len_ -= n;
+  if (full_len_ == 0) full_begin_ = 0;
+}
+
+at::Tensor QuantizedStream::full() const {
+  if (!full_buf_.defined()) return at::Tensor();
+  return full_buf_.narrow(2, full_begin_, full_len_);
+}
+
+kernels::PackedStream QuantizedStream::packed_view(int64_t b, int64_t h) const {
+  kernels::PackedStream v;
+  v.granularity = spec_.granularity;
+  v.shape = {spec_.bits, G_, spec_.symmetric};
+  v.param = spec_.param;
+  v.tokens = packed_;
+  if (packed_ == 0) return v;
+  const int64_t bh = b * H_ + h;
+  const int64_t cap_rows = codes_.size(2);
+  const bool per_token = spec_.granularity == Granularity::PerToken;
+  const int64_t words_per_row = per_token ? codes_.size(3) : D_ * codes_.size(4);
+  v.codes = reinterpret_cast<const uint32_t*>(codes_.data_ptr<int32_t>()) + bh * cap_rows * words_per_row;
+  const int64_t sz_off = bh * cap_rows * scales_.size(3);
+  const size_t psize = spec_.param == ParamType::F16 ? 2 : 4;
+  v.scales = static_cast<const char*>(scales_.data_ptr()) + sz_off * psize;
+  v.zeros = zeros_.defined() ? static_cast<const char*>(zeros_.data_ptr()) + sz_off * psize : nullptr;
+  return v;
+}
+
+at::Tensor QuantizedStream::dequantized() const {
+  at::Tensor out = at::empty({B_, H_, packed_, D_}, at::kFloat);
+  if (packed_ == 0) return out;
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, B_ * H_, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const kernels::PackedStream v = packed_view(bh / H_, bh % H_);
+      float* dst = o + bh * packed_ * D_;
+      const bool per_token = spec_.granularity == Granularity::PerToken;
+      if (v.param == ParamType::F16) {
+        auto* s = static_cast<const c10::Half*>(v.scales);
+        auto* z = static_cast<const c10::Half*>(v.zeros);
+        if (per_token) kernels::dequantize_per_token<c10::Half>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
+        else kernels::dequantize_per_channel<c10::Half>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
+      } else {
+        auto* s = static_cast<const float*>(v.scales);
+        auto* z = static_cast<const float*>(v.zeros);
+        if (per_token) kernels::dequantize_per_token<float>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
+        else kernels::dequantize_per_channel<float>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
+      }
+    }
+  });
+  return out;
+}
+
+ByteBreakdown QuantizedStream::bytes() const {
+  ByteBreakdown b;
+  if (!full_buf_.defined()) return b;
+  b.full_precision = B_ * H_ * full_len_ * D_ * static_cast<int64_t>(full_buf_.element_size());
+  if (packed_ == 0) return b;
+  const int64_t psize = spec_.param == ParamType::F16 ? 2 : 4;
+  const int64_t per_group = spec_.symmetric ? 1 : 2;
+  if (spec_.granularity == Granularity::PerToken) {
+    b.packed_codes = B_ * H_ * packed_ * kernels::packed_words(D_, spec_.bits) * 4;
+    b.scales_zeros = B_ * H_ * packed_ * (D_ / G_) * psize * per_group;
+  } else {
+    const int64_t blocks = packed_ / G_;
+    b.packed_codes = B_ * H_ * blocks * D_ * kernels::packed_words(G_, spec_.bits) * 4;
+    b.scales_zeros = B_ * H_ * blocks * D_ * psize * per_group;
+  }
+  return b;
+}
+
+int64_t QuantizedStream::capacity_bytes() const {
+  int64_t total = 0;
+  for (const auto* t : {&codes_, &scales_, &zeros_, &full_buf_})
+    if (t->defined()) total += static_cast<int64_t>(t->nbytes());
+  return total;
+}
+
+void QuantizedStream::reset() {
+  codes_ = scales_ = zeros_ = full_buf_ = at::Tensor();
+  packed_ = packed_cap_ = full_begin_ = full_len_ = 0;
+}
+
+std::vector<int64_t> QuantizedStream::schedule(int64_t steps) const {
+  std::vector<int64_t> out(static_cast<size_t>(steps));
+  int64_t packed = packed_, full = full_len_;
+  const int64_t u = spec_.quantized() && spec_.granularity == Granularity::PerChannel ? spec_.group : 1;
+  for (int64_t t = 0; t < steps; ++t) {
+    full += 1;
+    const int64_t f = spec_.quantized() ? rule_.tokens_to_flush(full, u) : 0;
+    packed += f;
+    full -= f;
+    out[static_cast<size_t>(t)] = packed;
+  }
+  return out;
+}
+
+}  // namespace kvlab

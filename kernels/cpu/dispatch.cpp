@@ -1,0 +1,106 @@
+// Public CPU kernels: argument checks, then the AVX2 or the generic build of the loops.
+#include <cstdlib>
+#include <cstring>
+
+#include "kernel_entries.h"
+#include "kvlab/common/error.h"
+#include "kvlab/kernels/packing.h"
+
+namespace kvlab::kernels {
+
+bool use_avx2() {
+  static const bool avx2 = [] {
+    const char* force = std::getenv("KVLAB_KERNELS");
+    if (force && std::strcmp(force, "generic") == 0) return false;
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+  }();
+  return avx2;
+}
+
+const char* kernel_isa() { return use_avx2() ? "avx2" : "generic"; }
+
+namespace {
+
+void check_quant(const QuantShape& q, int64_t T, int64_t D, int64_t ld, bool per_token) {
+  if (!valid_bits(q.bits)) fail("kernels: bit width {} is not one of 1, 2, 3, 4, 8", q.bits);
+  if (q.symmetric && q.bits < 2) fail("kernels: symmetric quantization needs at least 2 bits, got {}", q.bits);
+  if (T < 0 || D <= 0 || ld < D) fail("kernels: bad shape T={} D={} ld={}", T, D, ld);
+  const int64_t along = per_token ? D : T;
+  if (q.group <= 0 || along % q.group != 0)
+    fail("kernels: group size {} does not divide the {} ({})", q.group, per_token ? "channels" : "tokens", along);
+}
+
+void check_stream(const PackedStream& s, int64_t D, const char* which) {
+  if (s.tokens == 0) return;
+  if (!s.codes || !s.scales || (!s.shape.symmetric && !s.zeros))
+    fail("kernels: packed {} stream of {} tokens has a null pointer", which, s.tokens);
+  check_quant(s.shape, s.tokens, D, D, s.granularity == Granularity::PerToken);
+}
+
+}  // namespace
+
+template <typename P>
+void quantize_per_token(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
+                        P* scales, P* zeros) {
+  check_quant(q, T, D, ld, true);
+  if (use_avx2()) avx2::quantize_per_token_entry(x, T, D, ld, q, codes, scales, zeros);
+  else generic::quantize_per_token_entry(x, T, D, ld, q, codes, scales, zeros);
+}
+
+template <typename P>
+void quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
+                          P* scales, P* zeros) {
+  check_quant(q, T, D, ld, false);
+  if (use_avx2()) avx2::quantize_per_channel_entry(x, T, D, ld, q, codes, scales, zeros);
+  else generic::quantize_per_channel_entry(x, T, D, ld, q, codes, scales, zeros);
+}
+
+template <typename P>
+void dequantize_per_token(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,
+                          const QuantShape& q, float* out, int64_t ld) {
+  check_quant(q, T, D, ld, true);
+  if (use_avx2()) avx2::dequantize_per_token_entry(codes, scales, zeros, T, D, q, out, ld);
+  else generic::dequantize_per_token_entry(codes, scales, zeros, T, D, q, out, ld);
+}
+
+template <typename P>
+void dequantize_per_channel(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,
+                            const QuantShape& q, float* out, int64_t ld) {
+  check_quant(q, T, D, ld, false);
+  if (use_avx2()) avx2::dequantize_per_channel_entry(codes, scales, zeros, T, D, q, out, ld);
+  else generic::dequantize_per_channel_entry(codes, scales, zeros, T, D, q, out, ld);
+}
+
+#define KVLAB_INSTANTIATE(P)                                                                                    \
+  template void quantize_per_token<P>(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*, P*, \
+                                      P*);                                                                       \
+  template void dequantize_per_token<P>(const uint32_t*, const P*, const P*, int64_t, int64_t, const QuantShape&, \
+                                        float*, int64_t);                                                        \
+  template void quantize_per_channel<P>(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*,  \
+                                        P*, P*);                                                                 \
+  template void dequantize_per_channel<P>(const uint32_t*, const P*, const P*, int64_t, int64_t,                \
+                                          const QuantShape&, float*, int64_t);
+KVLAB_INSTANTIATE(float)
+KVLAB_INSTANTIATE(c10::Half)
+#undef KVLAB_INSTANTIATE
+
+void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
+                             int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
+                             float softmax_scale, float* out, float* workspace) {
+  if (k.tokens + tk_full != v.tokens + tv_full)
+    fail("kernels: {} + {} keys but {} + {} values", k.tokens, tk_full, v.tokens, tv_full);
+  if (k.tokens + tk_full == 0) fail("kernels: decode attention over an empty cache");
+  check_stream(k, D, "key");
+  check_stream(v, D, "value");
+  if (use_avx2())
+    avx2::decode_attention_entry(q, n_q, D, k, k_full, tk_full, v, v_full, tv_full, softmax_scale, out, workspace);
+  else
+    generic::decode_attention_entry(q, n_q, D, k, k_full, tk_full, v, v_full, tv_full, softmax_scale, out,
+                                    workspace);
+}
+
+}  // namespace kvlab::kernels

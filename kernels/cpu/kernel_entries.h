@@ -1,0 +1,40 @@
+#pragma once
+// Declarations of the per-ISA entry points defined by kernel_loops.h, and the run-time choice.
+#include <c10/util/Half.h>
+
+#include <cstdint>
+
+#include "kvlab/kernels/cpu_features.h"
+#include "kvlab/kernels/group_quant.h"
+#include "kvlab/kernels/packed_attention.h"
+
+#define KVLAB_DECLARE_KERNEL_ENTRIES(ns)                                                                        \
+  namespace kvlab::kernels::ns {                                                                                \
+  void quantize_per_token_entry(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*, float*,  \
+                                float*);                                                                        \
+  void quantize_per_token_entry(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*,          \
+                                c10::Half*, c10::Half*);                                                        \
+  void quantize_per_channel_entry(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*,        \
+                                  float*, float*);                                                              \
+  void quantize_per_channel_entry(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*,        \
+                                  c10::Half*, c10::Half*);                                                      \
+  void dequantize_per_token_entry(const uint32_t*, const float*, const float*, int64_t, int64_t,                \
+                                  const QuantShape&, float*, int64_t);                                          \
+  void dequantize_per_token_entry(const uint32_t*, const c10::Half*, const c10::Half*, int64_t, int64_t,        \
+                                  const QuantShape&, float*, int64_t);                                          \
+  void dequantize_per_channel_entry(const uint32_t*, const float*, const float*, int64_t, int64_t,              \
+                                    const QuantShape&, float*, int64_t);                                        \
+  void dequantize_per_channel_entry(const uint32_t*, const c10::Half*, const c10::Half*, int64_t, int64_t,      \
+                                    const QuantShape&, float*, int64_t);                                        \
+  void decode_attention_entry(const float*, int64_t, int64_t, const PackedStream&, const float*, int64_t,       \
+                              const PackedStream&, const float*, int64_t, float, float*, float*);               \
+  }
+
+KVLAB_DECLARE_KERNEL_ENTRIES(generic)
+KVLAB_DECLARE_KERNEL_ENTRIES(avx2)
+#undef KVLAB_DECLARE_KERNEL_ENTRIES
+
+namespace kvlab::kernels {
+// True when this CPU runs the AVX2 + FMA build (and KVLAB_KERNELS=generic does not force the other).
+bool use_avx2();
+}  // namespace kvlab::kernels

@@ -1,0 +1,550 @@
+// The hot loops of the CPU kernels, written once and compiled twice: kernels_generic.cpp (the
+// distribution's baseline ISA) and kernels_avx2.cpp (-mavx2 -mfma); dispatch.cpp picks one at
+// run time. Loops are shaped for the auto-vectorizer: fixed-width inner loops, no reductions
+// across lanes inside them, no branches per element. Include only from those two files, inside
+// KVLAB_KERNEL_ISA defined (the namespace the loops go in, so the two builds never share a symbol).
+//
+// Codes are bit-identical to the reference kernels: the same float operations in the same order,
+// with round-half-even done by the 1.5 * 2^23 trick after clamping to [lo, hi] (which commutes
+// with rounding because the bounds are integers).
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kvlab/common/error.h"
+#include "kvlab/kernels/group_quant.h"
+#include "kvlab/kernels/packed_attention.h"
+#include "kvlab/kernels/packing.h"
+
+#ifndef KVLAB_KERNEL_ISA
+#error "define KVLAB_KERNEL_ISA before including kernel_loops.h"
+#endif
+
+namespace kvlab::kernels::KVLAB_KERNEL_ISA {
+
+using kvlab::fail;
+using kvlab::kernels::Granularity;
+using kvlab::kernels::PackedStream;
+using kvlab::kernels::ParamType;
+using kvlab::kernels::QuantShape;
+
+constexpr int kLanes = 8;
+
+inline float round_even(float v) {  // valid for |v| < 2^22; the compiler must not fold it (no -ffast-math)
+  const float magic = 12582912.0f;
+  return (v + magic) - magic;
+}
+
+template <typename P>
+inline float param_round(float v) {
+  return static_cast<float>(static_cast<P>(v));
+}
+
+template <int B>
+constexpr int cpw_of() {
+  return B == 3 ? 10 : 32 / B;
+}
+
+// Names the first non-finite value of rows x[t * ld + d], t < T, d in [d0, d1).
+[[noreturn]] inline void report_non_finite(const float* x, int64_t T, int64_t ld, int64_t d0, int64_t d1,
+                                           int64_t token0) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = d0; d < d1; ++d)
+      if (!std::isfinite(x[t * ld + d]))
+        fail("kernels: non-finite value {} in K/V at token {}, channel {}", x[t * ld + d], token0 + t, d);
+  fail("kernels: non-finite value in K/V");
+}
+
+// Packs n codes (one per uint32) into words, cpw codes a word.
+template <int B>
+inline void pack_row(const uint32_t* c, int64_t n, uint32_t* words) {
+  constexpr int cpw = cpw_of<B>();
+  const int64_t full = n / cpw;
+  for (int64_t w = 0; w < full; ++w) {
+    uint32_t word = 0;
+    for (int j = 0; j < cpw; ++j) word |= c[w * cpw + j] << (j * B);
+    words[w] = word;
+  }
+  if (full * cpw < n) {
+    uint32_t word = 0;
+    for (int64_t j = 0; j < n - full * cpw; ++j) word |= c[full * cpw + j] << (j * B);
+    words[full] = word;
+  }
+}
+
+// Unpacks the cpw codes of each of nw words into floats (out holds nw * cpw).
+template <int B>
+inline void unpack_row_f(const uint32_t* words, int64_t nw, float* out) {
+  constexpr int cpw = cpw_of<B>();
+  constexpr uint32_t mask = (1u << B) - 1u;
+  for (int64_t w = 0; w < nw; ++w) {
+    const uint32_t word = words[w];
+    for (int j = 0; j < cpw; ++j) out[w * cpw + j] = static_cast<float>(static_cast<int32_t>((word >> (j * B)) & mask));
+  }
+}
+
+// ---- quantize ---------------------------------------------------------------------------------
+
+// One token: D values in groups of G consecutive channels.
+template <int B, typename P>
+void quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* cbuf, uint32_t* words, P* scales,
+                    P* zeros, int64_t token) {
+  const int64_t G = q.group;
+  for (int64_t g0 = 0; g0 < D; g0 += G) {
+    const float* xg = x + g0;
+    float mn[kLanes], mx[kLanes], chk[kLanes];
+    for (int j = 0; j < kLanes; ++j) mn[j] = mx[j] = xg[0], chk[j] = 0.f;
+    int64_t i = 0;
+    for (; i + kLanes <= G; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const float v = xg[i + j];
+        mn[j] = v < mn[j] ? v : mn[j];
+        mx[j] = v > mx[j] ? v : mx[j];
+        chk[j] += v * 0.f;  // NaN if any value is NaN or Inf
+      }
+    for (; i < G; ++i) {
+      const float v = xg[i];
+      mn[0] = v < mn[0] ? v : mn[0];
+      mx[0] = v > mx[0] ? v : mx[0];
+      chk[0] += v * 0.f;
+    }
+    float lo = mn[0], hi = mx[0], c = chk[0];
+    for (int j = 1; j < kLanes; ++j) lo = std::min(lo, mn[j]), hi = std::max(hi, mx[j]), c += chk[j];
+    if (c != 0.f) report_non_finite(x, 1, 0, g0, g0 + G, token);  // c is 0 unless NaN appeared
+    uint32_t* cg = cbuf + g0;
+    const int64_t gi = g0 / G;
+    if (q.symmetric) {
+      const int L = (1 << (B - 1)) - 1;
+      const float amax = std::max(std::fabs(lo), std::fabs(hi));
+      const float S = param_round<P>(amax / static_cast<float>(L));
+      if (!std::isfinite(S)) fail("kernels: scale {} overflows the parameter type at token {}, channel {}", amax / L, token, g0);
+      scales[gi] = static_cast<P>(S);
+      const float Ss = S == 0.f ? 1.f : S, keep = S == 0.f ? 0.f : 1.f, fl = static_cast<float>(L);
+      for (int64_t k = 0; k < G; ++k) {
+        float v = xg[k] / Ss;
+        v = std::min(std::max(v, -fl), fl);
+        cg[k] = static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep) + L);
+      }
+    } else {
+      const float L = static_cast<float>((1 << B) - 1);
+      const float S = param_round<P>((hi - lo) / L);
+      const float Z = param_round<P>(lo);
+      if (!std::isfinite(S) || !std::isfinite(Z))
+        fail("kernels: group range [{}, {}] overflows the parameter type at token {}, channel {} (use fp32 parameters)",
+             lo, hi, token, g0);
+      scales[gi] = static_cast<P>(S);
+      zeros[gi] = static_cast<P>(Z);
+      const float Ss = S == 0.f ? 1.f : S, keep = S == 0.f ? 0.f : 1.f;
+      for (int64_t k = 0; k < G; ++k) {
+        float v = (xg[k] - Z) / Ss;
+        v = std::min(std::max(v, 0.f), L);
+        cg[k] = static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep));
+      }
+    }
+  }
+  pack_row<B>(cbuf, D, words);
+}
+
+template <int B, typename P>
+void quantize_per_token(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
+                        P* scales, P* zeros) {
+  const int64_t Wt = kvlab::kernels::packed_words(D, B), ng = D / q.group;
+  std::vector<uint32_t> cbuf(D);
+  for (int64_t t = 0; t < T; ++t)
+    quantize_token<B, P>(x + t * ld, D, q, cbuf.data(), codes + t * Wt, scales + t * ng,
+                         q.symmetric ? nullptr : zeros + t * ng, t);
+}
+
+// Blocks of G tokens, one group per channel: min/max run down the tokens, vectorized across channels.
+template <int B, typename P>
+void quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
+                          P* scales, P* zeros) {
+  constexpr int cpw = cpw_of<B>();
+  const int64_t G = q.group, Wc = kvlab::kernels::packed_words(G, B);
+  std::vector<float> mn(D), mx(D), chk(D), sc(D), zr(D), keep(D);
+  std::vector<uint32_t> word(D);
+  for (int64_t n = 0; n < T / G; ++n) {
+    const float* xb = x + n * G * ld;
+    for (int64_t d = 0; d < D; ++d) mn[d] = mx[d] = xb[d], chk[d] = 0.f;
+    for (int64_t j = 0; j < G; ++j) {
+      const float* r = xb + j * ld;
+      for (int64_t d = 0; d < D; ++d) {
+        const float v = r[d];
+        mn[d] = v < mn[d] ? v : mn[d];
+        mx[d] = v > mx[d] ? v : mx[d];
+        chk[d] += v * 0.f;
+      }
+    }
+    float c = 0.f;
+    for (int64_t d = 0; d < D; ++d) c += chk[d];
+    if (c != 0.f) report_non_finite(xb, G, ld, 0, D, n * G);
+    P* s_out = scales + n * D;
+    P* z_out = q.symmetric ? nullptr : zeros + n * D;
+    int L;
+    float lo_clamp, hi_clamp;
+    if (q.symmetric) {
+      L = (1 << (B - 1)) - 1;
+      lo_clamp = -static_cast<float>(L), hi_clamp = static_cast<float>(L);
+      for (int64_t d = 0; d < D; ++d) {
+        const float amax = std::max(std::fabs(mn[d]), std::fabs(mx[d]));
+        const float S = param_round<P>(amax / static_cast<float>(L));
+        if (!std::isfinite(S)) fail("kernels: scale {} overflows the parameter type at token {}, channel {}", amax / L, n * G, d);
+        s_out[d] = static_cast<P>(S);
+        sc[d] = S == 0.f ? 1.f : S, keep[d] = S == 0.f ? 0.f : 1.f, zr[d] = 0.f;
+      }
+    } else {
+      L = (1 << B) - 1;
+      lo_clamp = 0.f, hi_clamp = static_cast<float>(L);
+      for (int64_t d = 0; d < D; ++d) {
+        const float S = param_round<P>((mx[d] - mn[d]) / static_cast<float>(L));
+        const float Z = param_round<P>(mn[d]);
+        if (!std::isfinite(S) || !std::isfinite(Z))
+          fail("kernels: group range [{}, {}] overflows the parameter type at token {}, channel {} (use fp32 parameters)",
+               mn[d], mx[d], n * G, d);
+        s_out[d] = static_cast<P>(S), z_out[d] = static_cast<P>(Z);
+        sc[d] = S == 0.f ? 1.f : S, keep[d] = S == 0.f ? 0.f : 1.f, zr[d] = Z;
+      }
+    }
+    const int32_t offset = q.symmetric ? L : 0;
+    uint32_t* cb = codes + n * D * Wc;
+    for (int64_t w = 0; w < Wc; ++w) {
+      for (int64_t d = 0; d < D; ++d) word[d] = 0;
+      for (int64_t j = w * cpw; j < std::min<int64_t>(G, (w + 1) * cpw); ++j) {
+        const float* r = xb + j * ld;
+        const int shift = static_cast<int>(j - w * cpw) * B;
+        for (int64_t d = 0; d < D; ++d) {
+          float v = (r[d] - zr[d]) / sc[d];
+          v = std::min(std::max(v, lo_clamp), hi_clamp);
+          const uint32_t code = static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep[d]) + offset);
+          word[d] |= code << shift;
+        }
+      }
+      for (int64_t d = 0; d < D; ++d) cb[d * Wc + w] = word[d];
+    }
+  }
+}
+
+// ---- dequantize -------------------------------------------------------------------------------
+
+template <int B, typename P>
+void dequantize_per_token(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,
+                          const QuantShape& q, float* out, int64_t ld) {
+  constexpr int cpw = cpw_of<B>();
+  const int64_t Wt = kvlab::kernels::packed_words(D, B), G = q.group, ng = D / G;
+  const float off = q.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+  std::vector<float> cf(Wt * cpw);
+  for (int64_t t = 0; t < T; ++t) {
+    unpack_row_f<B>(codes + t * Wt, Wt, cf.data());
+    for (int64_t g = 0; g < ng; ++g) {
+      const float S = static_cast<float>(scales[t * ng + g]);
+      const float Z = q.symmetric ? -off * S : static_cast<float>(zeros[t * ng + g]);
+      float* o = out + t * ld + g * G;
+      const float* c = cf.data() + g * G;
+      if (q.symmetric)
+        for (int64_t k = 0; k < G; ++k) o[k] = (c[k] - off) * S;
+      else
+        for (int64_t k = 0; k < G; ++k) o[k] = c[k] * S + Z;
+    }
+  }
+}
+
+template <int B, typename P>
+void dequantize_per_channel(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,
+                            const QuantShape& q, float* out, int64_t ld) {
+  constexpr int cpw = cpw_of<B>();
+  const int64_t G = q.group, Wc = kvlab::kernels::packed_words(G, B);
+  const float off = q.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+  std::vector<float> cf(Wc * cpw);
+  for (int64_t n = 0; n < T / G; ++n)
+    for (int64_t d = 0; d < D; ++d) {
+      unpack_row_f<B>(codes + (n * D + d) * Wc, Wc, cf.data());
+      const float S = static_cast<float>(scales[n * D + d]);
+      const float Z = q.symmetric ? 0.f : static_cast<float>(zeros[n * D + d]);
+      float* o = out + n * G * ld + d;
+      if (q.symmetric)
+        for (int64_t j = 0; j < G; ++j) o[j * ld] = (cf[j] - off) * S;
+      else
+        for (int64_t j = 0; j < G; ++j) o[j * ld] = cf[j] * S + Z;
+    }
+}
+
+// ---- packed decode attention ------------------------------------------------------------------
+
+template <typename P>
+inline float param_at(const void* p, int64_t i) {
+  return static_cast<float>(static_cast<const P*>(p)[i]);
+}
+
+inline float load_param(const PackedStream& s, const void* p, int64_t i) {
+  return s.param == ParamType::F16 ? param_at<c10::Half>(p, i) : param_at<float>(p, i);
+}
+
+// scores[h * S + t] += q_h . key_t for the packed keys t < k.tokens.
+template <int B>
+void packed_key_scores(const float* q, int64_t n_q, int64_t D, const PackedStream& k, float* scores, int64_t S,
+                       float* tmp) {
+  constexpr int cpw = cpw_of<B>();
+  const int64_t G = k.shape.group;
+  const float off = k.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+  if (k.granularity == Granularity::PerChannel) {
+    // Block n: q . key_t = sum_d (q_d s_nd) c_td + sum_d q_d z_nd (zero term: q_d * (z_nd - off s_nd)).
+    const int64_t Wc = kvlab::kernels::packed_words(G, B), span = Wc * cpw;
+    float* qs = tmp;                   // [n_q, D]
+    float* acc = tmp + n_q * D;        // [n_q, span]
+    float* cf = acc + n_q * span;      // [span]
+    for (int64_t n = 0; n < k.tokens / G; ++n) {
+      for (int64_t h = 0; h < n_q; ++h) {
+        float bias = 0.f;
+        for (int64_t d = 0; d < D; ++d) {
+          const float s = load_param(k, k.scales, n * D + d);
+          const float z = k.shape.symmetric ? -off * s : load_param(k, k.zeros, n * D + d);
+          qs[h * D + d] = q[h * D + d] * s;
+          bias += q[h * D + d] * z;
+        }
+        for (int64_t j = 0; j < span; ++j) acc[h * span + j] = bias;
+      }
+      const uint32_t* cb = k.codes + n * D * Wc;
+      for (int64_t d = 0; d < D; ++d) {
+        unpack_row_f<B>(cb + d * Wc, Wc, cf);
+        for (int64_t h = 0; h < n_q; ++h) {
+          const float a = qs[h * D + d];
+          float* ah = acc + h * span;
+          for (int64_t j = 0; j < span; ++j) ah[j] += a * cf[j];
+        }
+      }
+      for (int64_t h = 0; h < n_q; ++h)
+        for (int64_t j = 0; j < G; ++j) scores[h * S + n * G + j] = acc[h * span + j];
+    }
+    return;
+  }
+  // Per-token groups: q . key_t = sum_g s_tg (q_g . c_tg) + z_tg * sum(q_g).
+  const int64_t Wt = kvlab::kernels::packed_words(D, B), ng = D / G;
+  float* qsum = tmp;                 // [n_q, ng]
+  float* cf = tmp + n_q * ng;        // [Wt * cpw]
+  for (int64_t h = 0; h < n_q; ++h)
+    for (int64_t g = 0; g < ng; ++g) {
+      float s = 0.f;
+      for (int64_t k2 = 0; k2 < G; ++k2) s += q[h * D + g * G + k2];
+      qsum[h * ng + g] = s;
+    }
+  for (int64_t t = 0; t < k.tokens; ++t) {
+    unpack_row_f<B>(k.codes + t * Wt, Wt, cf);
+    for (int64_t h = 0; h < n_q; ++h) {
+      const float* qh = q + h * D;
+      float total = 0.f;
+      for (int64_t g = 0; g < ng; ++g) {
+        float part[kLanes] = {};
+        int64_t i = 0;
+        for (; i + kLanes <= G; i += kLanes)
+          for (int j = 0; j < kLanes; ++j) part[j] += qh[g * G + i + j] * cf[g * G + i + j];
+        float dot = 0.f;
+        for (; i < G; ++i) dot += qh[g * G + i] * cf[g * G + i];
+        for (int j = 0; j < kLanes; ++j) dot += part[j];
+        const float s = load_param(k, k.scales, t * ng + g);
+        const float z = k.shape.symmetric ? -off * s : load_param(k, k.zeros, t * ng + g);
+        total += s * dot + z * qsum[h * ng + g];
+      }
+      scores[h * S + t] = total;
+    }
+  }
+}
+
+// out[h] += sum_t p[h, t] value_t over the packed values t < v.tokens; p rows have stride S.
+template <int B>
+void packed_value_sum(const float* p, int64_t n_q, int64_t D, const PackedStream& v, int64_t S, float* out,
+                      float* tmp) {
+  constexpr int cpw = cpw_of<B>();
+  const int64_t G = v.shape.group;
+  const float off = v.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+  if (v.granularity == Granularity::PerToken) {
+    // value_td = s_tg c_td + z_tg: out_d += (p_t s_tg) c_td, and the zero terms collect per group.
+    const int64_t Wt = kvlab::kernels::packed_words(D, B), ng = D / G;
+    float* cf = tmp;                      // [Wt * cpw]
+    float* zacc = tmp + Wt * cpw;         // [n_q, ng]
+    for (int64_t i = 0; i < n_q * ng; ++i) zacc[i] = 0.f;
+    for (int64_t t = 0; t < v.tokens; ++t) {
+      unpack_row_f<B>(v.codes + t * Wt, Wt, cf);
+      for (int64_t g = 0; g < ng; ++g) {
+        const float s = load_param(v, v.scales, t * ng + g);
+        const float z = v.shape.symmetric ? -off * s : load_param(v, v.zeros, t * ng + g);
+        for (int64_t h = 0; h < n_q; ++h) {
+          const float pt = p[h * S + t];
+          const float a = pt * s;
+          zacc[h * ng + g] += pt * z;
+          float* oh = out + h * D + g * G;
+          const float* c = cf + g * G;
+          for (int64_t k2 = 0; k2 < G; ++k2) oh[k2] += a * c[k2];
+        }
+      }
+    }
+    for (int64_t h = 0; h < n_q; ++h)
+      for (int64_t g = 0; g < ng; ++g)
+        for (int64_t k2 = 0; k2 < G; ++k2) out[h * D + g * G + k2] += zacc[h * ng + g];
+    return;
+  }
+  // Per-channel blocks: out_d += s_nd (p_block . c_d) + z_nd sum(p_block).
+  const int64_t Wc = kvlab::kernels::packed_words(G, B);
+  float* cf = tmp;   // [Wc * cpw]
+  for (int64_t n = 0; n < v.tokens / G; ++n) {
+    const uint32_t* cb = v.codes + n * D * Wc;
+    for (int64_t d = 0; d < D; ++d) {
+      unpack_row_f<B>(cb + d * Wc, Wc, cf);
+      const float s = load_param(v, v.scales, n * D + d);
+      const float z = v.shape.symmetric ? -off * s : load_param(v, v.zeros, n * D + d);
+      for (int64_t h = 0; h < n_q; ++h) {
+        const float* ph = p + h * S + n * G;
+        float part[kLanes] = {}, psum[kLanes] = {};
+        int64_t j = 0;
+        for (; j + kLanes <= G; j += kLanes)
+          for (int l = 0; l < kLanes; ++l) part[l] += ph[j + l] * cf[j + l], psum[l] += ph[j + l];
+        float dot = 0.f, ps = 0.f;
+        for (; j < G; ++j) dot += ph[j] * cf[j], ps += ph[j];
+        for (int l = 0; l < kLanes; ++l) dot += part[l], ps += psum[l];
+        out[h * D + d] += s * dot + z * ps;
+      }
+    }
+  }
+}
+
+// Scratch floats the packed loops need (beyond the n_q * S scores), for any layout.
+inline int64_t loop_scratch(int64_t n_q, int64_t D, const PackedStream& k, const PackedStream& v) {
+  const int64_t span = std::max(k.shape.group, v.shape.group) + 32;
+  return n_q * D + n_q * span + span + (D + 32) + n_q * (D + 1);
+}
+
+// exp(x) for x <= 0, vectorizable: 2^n * p(r), |r| <= ln2/2, degree-6 polynomial (rel. error ~2e-7).
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = round_even(x * 1.44269504f);
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
+
+// scores[h * S + t] = q_h . k_full_t (rows of stride D).
+inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const float* k_full, int64_t tk_full,
+                            float* scores, int64_t S) {
+  for (int64_t t = 0; t < tk_full; ++t) {  // token-outer: each key row is read once for all heads
+    const float* kr = k_full + t * D;
+    for (int64_t h = 0; h < n_q; ++h) {
+      const float* qh = q + h * D;
+      float part[kLanes] = {};
+      int64_t i = 0;
+      for (; i + kLanes <= D; i += kLanes)
+        for (int j = 0; j < kLanes; ++j) part[j] += qh[i + j] * kr[i + j];
+      float dot = 0.f;
+      for (; i < D; ++i) dot += qh[i] * kr[i];
+      for (int j = 0; j < kLanes; ++j) dot += part[j];
+      scores[h * S + t] = dot;
+    }
+  }
+}
+
+// Replaces each row of raw scores by exp(scale * (s - max)); inv_sum[h] = 1 / row sum.
+inline void softmax_unnormalized(float* scores, int64_t n_q, int64_t S, float scale, float* inv_sum) {
+  for (int64_t h = 0; h < n_q; ++h) {
+    float* sh = scores + h * S;
+    float mxl[kLanes], suml[kLanes] = {};
+    for (int j = 0; j < kLanes; ++j) mxl[j] = -INFINITY;
+    int64_t t = 0;
+    for (; t + kLanes <= S; t += kLanes)
+      for (int j = 0; j < kLanes; ++j) mxl[j] = sh[t + j] > mxl[j] ? sh[t + j] : mxl[j];
+    float mx = -INFINITY;
+    for (; t < S; ++t) mx = std::max(mx, sh[t]);
+    for (int j = 0; j < kLanes; ++j) mx = std::max(mx, mxl[j]);
+    const float m = mx * scale;
+    for (t = 0; t + kLanes <= S; t += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const float e = exp_nonpositive(sh[t + j] * scale - m);
+        sh[t + j] = e;
+        suml[j] += e;
+      }
+    float sum = 0.f;
+    for (; t < S; ++t) sum += (sh[t] = exp_nonpositive(sh[t] * scale - m));
+    for (int j = 0; j < kLanes; ++j) sum += suml[j];
+    inv_sum[h] = 1.f / sum;
+  }
+}
+
+// out[h] += sum_t p[h * S + t] v_full_t.
+inline void full_value_sum(const float* p, int64_t n_q, int64_t D, const float* v_full, int64_t tv_full,
+                           int64_t S, float* out) {
+  for (int64_t t = 0; t < tv_full; ++t) {
+    const float* vr = v_full + t * D;
+    for (int64_t h = 0; h < n_q; ++h) {
+      const float pt = p[h * S + t];
+      float* oh = out + h * D;
+      for (int64_t d = 0; d < D; ++d) oh[d] += pt * vr[d];
+    }
+  }
+}
+
+}  // namespace kvlab::kernels::KVLAB_KERNEL_ISA
+
+// ---- entry points (one definition per ISA translation unit) -----------------------------------
+namespace kvlab::kernels::KVLAB_KERNEL_ISA {
+
+#define KVLAB_BITS_SWITCH(bits, CALL)         \
+  switch (bits) {                             \
+    case 1: { constexpr int B = 1; CALL; } break; \
+    case 2: { constexpr int B = 2; CALL; } break; \
+    case 3: { constexpr int B = 3; CALL; } break; \
+    case 4: { constexpr int B = 4; CALL; } break; \
+    default: { constexpr int B = 8; CALL; } break; \
+  }
+
+#define KVLAB_QUANT_ENTRIES(P)                                                                                  \
+  void quantize_per_token_entry(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q,           \
+                                uint32_t* codes, P* scales, P* zeros) {                                          \
+    KVLAB_BITS_SWITCH(q.bits, (quantize_per_token<B, P>(x, T, D, ld, q, codes, scales, zeros)))                 \
+  }                                                                                                              \
+  void quantize_per_channel_entry(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q,         \
+                                  uint32_t* codes, P* scales, P* zeros) {                                        \
+    KVLAB_BITS_SWITCH(q.bits, (quantize_per_channel<B, P>(x, T, D, ld, q, codes, scales, zeros)))               \
+  }                                                                                                              \
+  void dequantize_per_token_entry(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,  \
+                                  const QuantShape& q, float* out, int64_t ld) {                                 \
+    KVLAB_BITS_SWITCH(q.bits, (dequantize_per_token<B, P>(codes, scales, zeros, T, D, q, out, ld)))             \
+  }                                                                                                              \
+  void dequantize_per_channel_entry(const uint32_t* codes, const P* scales, const P* zeros, int64_t T,           \
+                                    int64_t D, const QuantShape& q, float* out, int64_t ld) {                    \
+    KVLAB_BITS_SWITCH(q.bits, (dequantize_per_channel<B, P>(codes, scales, zeros, T, D, q, out, ld)))           \
+  }
+KVLAB_QUANT_ENTRIES(float)
+KVLAB_QUANT_ENTRIES(c10::Half)
+#undef KVLAB_QUANT_ENTRIES
+
+void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
+                            int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
+                            float scale, float* out, float* workspace) {
+  thread_local std::vector<float> scratch;
+  const size_t need = static_cast<size_t>(loop_scratch(n_q, D, k, v));
+  if (scratch.size() < need) scratch.resize(need);
+  const int64_t S = k.tokens + tk_full;
+  float* scores = workspace;
+  if (k.tokens > 0) KVLAB_BITS_SWITCH(k.shape.bits, (packed_key_scores<B>(q, n_q, D, k, scores, S, scratch.data())))
+  full_key_scores(q, n_q, D, k_full, tk_full, scores + k.tokens, S);
+  std::vector<float> inv_sum(static_cast<size_t>(n_q));
+  softmax_unnormalized(scores, n_q, S, scale, inv_sum.data());
+  for (int64_t i = 0; i < n_q * D; ++i) out[i] = 0.f;
+  if (v.tokens > 0) KVLAB_BITS_SWITCH(v.shape.bits, (packed_value_sum<B>(scores, n_q, D, v, S, out, scratch.data())))
+  full_value_sum(scores + v.tokens, n_q, D, v_full, tv_full, S, out);
+  for (int64_t h = 0; h < n_q; ++h)
+    for (int64_t d = 0; d < D; ++d) out[h * D + d] *= inv_sum[h];
+}
+
+#undef KVLAB_BITS_SWITCH
+}  // namespace kvlab::kernels::KVLAB_KERNEL_ISA

@@ -1,0 +1,60 @@
+// Plain decode attention over a packed cache: dequantize everything, then textbook attention.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kvlab/kernels/packed_attention.h"
+
+namespace kvlab::kernels::reference {
+namespace {
+
+// Rows [tokens, D] of the packed part followed by the full-precision rows.
+std::vector<float> materialize(const PackedStream& s, int64_t D, const float* full, int64_t t_full) {
+  std::vector<float> rows((s.tokens + t_full) * D);
+  if (s.tokens > 0) {
+    const bool f16 = s.param == ParamType::F16;
+    const bool per_token = s.granularity == Granularity::PerToken;
+    if (f16) {
+      const auto* sc = static_cast<const c10::Half*>(s.scales);
+      const auto* z = static_cast<const c10::Half*>(s.zeros);
+      if (per_token) reference::dequantize_per_token<c10::Half>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
+      else reference::dequantize_per_channel<c10::Half>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
+    } else {
+      const auto* sc = static_cast<const float*>(s.scales);
+      const auto* z = static_cast<const float*>(s.zeros);
+      if (per_token) reference::dequantize_per_token<float>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
+      else reference::dequantize_per_channel<float>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
+    }
+  }
+  std::copy(full, full + t_full * D, rows.begin() + s.tokens * D);
+  return rows;
+}
+
+}  // namespace
+
+void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
+                             int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
+                             float softmax_scale, float* out) {
+  const int64_t S = k.tokens + tk_full;
+  const std::vector<float> keys = materialize(k, D, k_full, tk_full);
+  const std::vector<float> values = materialize(v, D, v_full, tv_full);
+  std::vector<double> p(S);
+  for (int64_t h = 0; h < n_q; ++h) {
+    double mx = -INFINITY;
+    for (int64_t t = 0; t < S; ++t) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q[h * D + d]) * keys[t * D + d];
+      p[t] = dot * softmax_scale;
+      mx = std::max(mx, p[t]);
+    }
+    double sum = 0;
+    for (int64_t t = 0; t < S; ++t) sum += (p[t] = std::exp(p[t] - mx));
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = 0;
+      for (int64_t t = 0; t < S; ++t) acc += p[t] * values[t * D + d];
+      out[h * D + d] = static_cast<float>(acc / sum);
+    }
+  }
+}
+
+}  // namespace kvlab::kernels::reference
