@@ -81,4 +81,3 @@ BENCHMARK(BM_Decode)->ArgsProduct({{0, 1}, {512}, {1, 8}})->Iterations(64)->Unit
 
 }  // namespace
 
-BENCHMARK_MAIN();

@@ -133,7 +133,8 @@ TEST(GroupQuant, FastEqualsReferencePerChannelF32) { expect_fast_equals_referenc
 
 // Both builds of the loops (AVX2 and generic) give the same codes, whatever this CPU dispatches to.
 TEST(GroupQuant, GenericAndAvx2BuildsAgree) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
+    GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
   const int64_t T = 32, D = 128;
   const std::vector<float> x = random_rows(T, D, 5);
   for (const Case& c : cases()) {

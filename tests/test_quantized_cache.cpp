@@ -177,7 +177,9 @@ TEST_P(TokenByTokenTest, OnePassEqualsStreaming) {
   EXPECT_EQ(one.keys().packed_tokens(), stream.keys().packed_tokens());
   EXPECT_EQ(one.values().packed_tokens(), stream.values().packed_tokens());
   EXPECT_EQ(one.bytes().total(), stream.bytes().total());
-  if (one.keys().packed_tokens() > 0) EXPECT_TRUE(at::equal(one.keys().dequantized(), stream.keys().dequantized()));
+  if (one.keys().packed_tokens() > 0) {
+    EXPECT_TRUE(at::equal(one.keys().dequantized(), stream.keys().dequantized()));
+  }
   // And the quantization matters: exact attention over the same tokens differs visibly.
   at::Tensor exact = causal_gqa_attention(q.narrow(2, T0, T), k, v);
   EXPECT_GT(test::max_abs_diff(fast, exact), 1e-3);

@@ -13,7 +13,7 @@ bool use_avx2() {
     const char* force = std::getenv("KVLAB_KERNELS");
     if (force && std::strcmp(force, "generic") == 0) return false;
 #if defined(__x86_64__) || defined(__i386__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
     return false;
 #endif

@@ -20,6 +20,11 @@
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/kernels/packing.h"
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define KVLAB_AVX2_LOOPS 1
+#include <immintrin.h>
+#endif
+
 #ifndef KVLAB_KERNEL_ISA
 #error "define KVLAB_KERNEL_ISA before including kernel_loops.h"
 #endif
@@ -283,6 +288,10 @@ inline float load_param(const PackedStream& s, const void* p, int64_t i) {
   return s.param == ParamType::F16 ? param_at<c10::Half>(p, i) : param_at<float>(p, i);
 }
 
+#ifdef KVLAB_AVX2_LOOPS
+#include "kernel_loops_avx2.h"
+#endif
+
 // scores[h * S + t] += q_h . key_t for the packed keys t < k.tokens.
 template <int B>
 void packed_key_scores(const float* q, int64_t n_q, int64_t D, const PackedStream& k, float* scores, int64_t S,
@@ -290,6 +299,9 @@ void packed_key_scores(const float* q, int64_t n_q, int64_t D, const PackedStrea
   constexpr int cpw = cpw_of<B>();
   const int64_t G = k.shape.group;
   const float off = k.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+#ifdef KVLAB_AVX2_LOOPS
+  if (k.granularity == Granularity::PerChannel) return avx2_loops::key_scores_per_channel<B>(q, n_q, D, k, scores, S);
+#endif
   if (k.granularity == Granularity::PerChannel) {
     // Block n: q . key_t = sum_d (q_d s_nd) c_td + sum_d q_d z_nd (zero term: q_d * (z_nd - off s_nd)).
     const int64_t Wc = kvlab::kernels::packed_words(G, B), span = Wc * cpw;
@@ -360,6 +372,9 @@ void packed_value_sum(const float* p, int64_t n_q, int64_t D, const PackedStream
   constexpr int cpw = cpw_of<B>();
   const int64_t G = v.shape.group;
   const float off = v.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+#ifdef KVLAB_AVX2_LOOPS
+  if (v.granularity == Granularity::PerToken && avx2_loops::value_sum_per_token<B>(p, n_q, D, v, S, out)) return;
+#endif
   if (v.granularity == Granularity::PerToken) {
     // value_td = s_tg c_td + z_tg: out_d += (p_t s_tg) c_td, and the zero terms collect per group.
     const int64_t Wt = kvlab::kernels::packed_words(D, B), ng = D / G;

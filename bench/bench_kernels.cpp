@@ -1,0 +1,160 @@
+// The KV-cache kernels on one layer's worth of heads (8 kv-heads of 128 dims, 4 query heads each,
+// as in Llama-3-8B), heads split over the threads as the cache does:
+//   KernelQuantize/<axis 0 token, 1 channel>/<bits>: quantize + pack fp32 K/V; GB/s of input and
+//     the fraction of the triad bandwidth (target >= 0.5).
+//   KernelDecodeAttention/<tokens>/<bits, 0 = fp32>: one decode step of attention over a KIVI
+//     cache (keys per-channel, values per-token, G = 32, fp16 scales, last 128 tokens exact);
+//     speedup_vs_fp32 compares with the fp32 run at the same length (target >= 3 at 8K, 2 bits).
+//   ./build/kvlab_bench --benchmark_filter=Kernel
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+#include <c10/util/Half.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "kvlab/kernels/group_quant.h"
+#include "kvlab/kernels/packed_attention.h"
+#include "kvlab/kernels/packing.h"
+#include "memory_bandwidth.h"
+
+namespace {
+
+using namespace kvlab::kernels;
+
+constexpr int64_t kHeads = 8, kQueriesPerHead = 4, kDim = 128, kGroup = 32, kResidual = 128;
+
+std::vector<float> random_values(int64_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+void BM_KernelQuantize(benchmark::State& state) {
+  const bool per_token = state.range(0) == 0;
+  const QuantShape q{static_cast<int>(state.range(1)), kGroup, false};
+  const int64_t T = 4096;  // 16 MiB of fp32 input over the 8 heads
+  const std::vector<float> x = random_values(kHeads * T * kDim, 1);
+  const int64_t words = per_token ? T * packed_words(kDim, q.bits) : (T / kGroup) * kDim * packed_words(kGroup, q.bits);
+  const int64_t params = per_token ? T * kDim / kGroup : T / kGroup * kDim;
+  std::vector<uint32_t> codes(kHeads * words);
+  std::vector<c10::Half> scales(kHeads * params), zeros(kHeads * params);
+  for (auto _ : state) {
+    at::parallel_for(0, kHeads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t h = begin; h < end; ++h) {
+        const float* xh = x.data() + h * T * kDim;
+        if (per_token)
+          quantize_per_token<c10::Half>(xh, T, kDim, kDim, q, codes.data() + h * words, scales.data() + h * params,
+                                        zeros.data() + h * params);
+        else
+          quantize_per_channel<c10::Half>(xh, T, kDim, kDim, q, codes.data() + h * words,
+                                          scales.data() + h * params, zeros.data() + h * params);
+      }
+    });
+    benchmark::DoNotOptimize(codes.data());
+  }
+  const double bytes = static_cast<double>(x.size() * sizeof(float)) * state.iterations();
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+  state.counters["of_triad"] =
+      benchmark::Counter(bytes / 1e9 / kvlab::bench::triad_gbs(), benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(per_token ? "per-token" : "per-channel") + ", " + std::to_string(q.bits) + " bits");
+}
+BENCHMARK(BM_KernelQuantize)->ArgsProduct({{0, 1}, {2, 4}})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// One layer's cache: per head, packed K (per-channel) and V (per-token) or fp32 rows only.
+struct LayerCache {
+  int64_t tokens = 0, packed = 0;
+  int bits = 0;
+  std::vector<float> k_full, v_full;  // [heads, tokens - packed, D]
+  std::vector<uint32_t> k_codes, v_codes;
+  std::vector<c10::Half> k_s, k_z, v_s, v_z;
+  int64_t k_words = 0, v_words = 0, k_params = 0, v_params = 0;
+
+  LayerCache(int64_t S, int b) : tokens(S), bits(b) {
+    packed = b == 0 ? 0 : (S - kResidual) / kGroup * kGroup;
+    const int64_t full = S - packed;
+    const std::vector<float> k = random_values(kHeads * S * kDim, 2), v = random_values(kHeads * S * kDim, 3);
+    k_full.resize(kHeads * full * kDim), v_full.resize(kHeads * full * kDim);
+    for (int64_t h = 0; h < kHeads; ++h) {
+      std::copy_n(k.data() + (h * S + packed) * kDim, full * kDim, k_full.data() + h * full * kDim);
+      std::copy_n(v.data() + (h * S + packed) * kDim, full * kDim, v_full.data() + h * full * kDim);
+    }
+    if (b == 0) return;
+    const QuantShape q{b, kGroup, false};
+    k_words = packed / kGroup * kDim * packed_words(kGroup, b), k_params = packed / kGroup * kDim;
+    v_words = packed * packed_words(kDim, b), v_params = packed * kDim / kGroup;
+    k_codes.resize(kHeads * k_words), v_codes.resize(kHeads * v_words);
+    k_s.resize(kHeads * k_params), k_z.resize(kHeads * k_params);
+    v_s.resize(kHeads * v_params), v_z.resize(kHeads * v_params);
+    for (int64_t h = 0; h < kHeads; ++h) {
+      quantize_per_channel<c10::Half>(k.data() + h * S * kDim, packed, kDim, kDim, q, k_codes.data() + h * k_words,
+                                      k_s.data() + h * k_params, k_z.data() + h * k_params);
+      quantize_per_token<c10::Half>(v.data() + h * S * kDim, packed, kDim, kDim, q, v_codes.data() + h * v_words,
+                                    v_s.data() + h * v_params, v_z.data() + h * v_params);
+    }
+  }
+
+  PackedStream stream(bool keys, int64_t h) const {
+    PackedStream s;
+    s.granularity = keys ? Granularity::PerChannel : Granularity::PerToken;
+    s.shape = {bits == 0 ? 2 : bits, kGroup, false};
+    s.param = ParamType::F16;
+    s.tokens = packed;
+    if (packed == 0) return s;
+    s.codes = keys ? k_codes.data() + h * k_words : v_codes.data() + h * v_words;
+    s.scales = keys ? k_s.data() + h * k_params : v_s.data() + h * v_params;
+    s.zeros = keys ? k_z.data() + h * k_params : v_z.data() + h * v_params;
+    return s;
+  }
+
+  double bytes() const {
+    const double full = static_cast<double>(k_full.size() + v_full.size()) * sizeof(float);
+    return full + (k_codes.size() + v_codes.size()) * 4.0 + (k_s.size() * 2 + v_s.size() * 2) * 2.0;
+  }
+};
+
+std::map<int64_t, double>& fp32_seconds() {
+  static std::map<int64_t, double> m;
+  return m;
+}
+
+void BM_KernelDecodeAttention(benchmark::State& state) {
+  const int64_t S = state.range(0);
+  const int bits = static_cast<int>(state.range(1));
+  const LayerCache cache(S, bits);
+  const std::vector<float> q = random_values(kHeads * kQueriesPerHead * kDim, 4);
+  std::vector<float> out(kHeads * kQueriesPerHead * kDim);
+  const float scale = 1.f / std::sqrt(static_cast<float>(kDim));
+  const int64_t full = S - cache.packed;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    at::parallel_for(0, kHeads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> workspace(kQueriesPerHead * S);
+      for (int64_t h = begin; h < end; ++h)
+        packed_decode_attention(q.data() + h * kQueriesPerHead * kDim, kQueriesPerHead, kDim, cache.stream(true, h),
+                                cache.k_full.data() + h * full * kDim, full, cache.stream(false, h),
+                                cache.v_full.data() + h * full * kDim, full, scale,
+                                out.data() + h * kQueriesPerHead * kDim, workspace.data());
+    });
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double per_step =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / state.iterations();
+  if (bits == 0) fp32_seconds()[S] = per_step;
+  else if (fp32_seconds().count(S)) state.counters["speedup_vs_fp32"] = fp32_seconds()[S] / per_step;
+  state.counters["cache_MB"] = cache.bytes() / 1e6;
+  state.counters["GB/s"] = benchmark::Counter(cache.bytes() * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(bits == 0 ? "fp32" : std::to_string(bits) + "-bit KIVI");
+}
+BENCHMARK(BM_KernelDecodeAttention)
+    ->ArgsProduct({{1024, 8192, 32768}, {0, 2, 4}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+}  // namespace
