@@ -35,7 +35,6 @@ double forward_flops(const ModelConfig& c, int64_t T, int64_t past) {
 }
 
 void BM_Matmul(benchmark::State& state) {
-  kvlab::set_threads(0);
   const int64_t n = state.range(0);
   at::Tensor a = at::randn({n, n}), b = at::randn({n, n});
   for (auto _ : state) benchmark::DoNotOptimize(at::matmul(a, b));
@@ -45,7 +44,6 @@ BENCHMARK(BM_Matmul)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMilliseco
 
 // Prefill of T tokens (batch 1) into an empty cache.
 void BM_Prefill(benchmark::State& state) {
-  kvlab::set_threads(0);
   c10::AutoGradMode no_grad(false);
   LlamaModel& m = model_for(state.range(0));
   const int64_t T = state.range(1);
@@ -64,7 +62,6 @@ BENCHMARK(BM_Prefill)->ArgsProduct({{0, 1}, {128, 512}})->Unit(benchmark::kMilli
 // One decode step (batch B) after a prompt of `ctx` tokens. Each step appends its token, so the
 // iteration count is fixed (64) to keep the context within ctx..ctx+64.
 void BM_Decode(benchmark::State& state) {
-  kvlab::set_threads(0);
   c10::AutoGradMode no_grad(false);
   LlamaModel& m = model_for(state.range(0));
   const int64_t ctx = state.range(1), B = state.range(2);

@@ -44,10 +44,25 @@ inline float round_even(float v) {  // valid for |v| < 2^22; the compiler must n
   return (v + magic) - magic;
 }
 
+// v rounded to the parameter type (round to nearest even), as a float; to_param stores it.
 template <typename P>
 inline float param_round(float v) {
   return static_cast<float>(static_cast<P>(v));
 }
+template <typename P>
+inline P to_param(float rounded) {
+  return static_cast<P>(rounded);
+}
+#ifdef KVLAB_AVX2_LOOPS  // F16C does in one instruction what c10::Half does in software
+template <>
+inline float param_round<c10::Half>(float v) {
+  return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
+}
+template <>
+inline c10::Half to_param<c10::Half>(float rounded) {
+  return c10::Half(_cvtss_sh(rounded, _MM_FROUND_TO_NEAREST_INT), c10::Half::from_bits());
+}
+#endif
 
 template <int B>
 constexpr int cpw_of() {
@@ -55,7 +70,7 @@ constexpr int cpw_of() {
 }
 
 // Names the first non-finite value of rows x[t * ld + d], t < T, d in [d0, d1).
-[[noreturn]] inline void report_non_finite(const float* x, int64_t T, int64_t ld, int64_t d0, int64_t d1,
+[[noreturn]] __attribute__((noinline, cold)) inline void report_non_finite(const float* x, int64_t T, int64_t ld, int64_t d0, int64_t d1,
                                            int64_t token0) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t d = d0; d < d1; ++d)
@@ -94,10 +109,57 @@ inline void unpack_row_f(const uint32_t* words, int64_t nw, float* out) {
 
 // ---- quantize ---------------------------------------------------------------------------------
 
+// How one group's values become codes: code = int(round(clamp((x - zero) / step, lo, hi)) * keep)
+// + offset. keep = 0 for a constant group (S = 0: every code 0), where step = 1 avoids 0 / 0.
+struct GroupCoding {
+  float zero, step, keep, lo, hi;
+  int32_t offset;
+};
+
+[[noreturn]] __attribute__((noinline, cold)) inline void fail_param_overflow(float lo, float hi, int64_t token,
+                                                                             int64_t channel) {
+  fail("kernels: group range [{}, {}] overflows the parameter type at token {}, channel {} (use fp32 parameters)", lo,
+       hi, token, channel);
+}
+
+// From a group's range: the stored scale (and zero) rounded to P, and the coding that uses them.
+template <int B, typename P>
+inline GroupCoding group_coding(float lo, float hi, bool symmetric, P* scale, P* zero, int64_t token,
+                                int64_t channel) {
+  if (symmetric) {
+    const int L = (1 << (B - 1)) - 1;
+    const float amax = std::max(std::fabs(lo), std::fabs(hi));
+    const float S = param_round<P>(amax / static_cast<float>(L));
+    if (!std::isfinite(S)) fail_param_overflow(lo, hi, token, channel);
+    *scale = to_param<P>(S);
+    return {0.f, S == 0.f ? 1.f : S, S == 0.f ? 0.f : 1.f, -static_cast<float>(L), static_cast<float>(L), L};
+  }
+  const float L = static_cast<float>((1 << B) - 1);
+  const float S = param_round<P>((hi - lo) / L);
+  const float Z = param_round<P>(lo);
+  if (!std::isfinite(S) || !std::isfinite(Z)) fail_param_overflow(lo, hi, token, channel);
+  *scale = to_param<P>(S);
+  *zero = to_param<P>(Z);
+  return {Z, S == 0.f ? 1.f : S, S == 0.f ? 0.f : 1.f, 0.f, L, 0};
+}
+
+inline uint32_t encode(float x, const GroupCoding& c) {
+  float v = (x - c.zero) / c.step;
+  v = std::min(std::max(v, c.lo), c.hi);
+  return static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * c.keep) + c.offset);
+}
+
+#ifdef KVLAB_AVX2_LOOPS
+#include "quantize_avx2.h"
+#endif
+
 // One token: D values in groups of G consecutive channels.
 template <int B, typename P>
 void quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* cbuf, uint32_t* words, P* scales,
                     P* zeros, int64_t token) {
+#ifdef KVLAB_AVX2_LOOPS
+  if (avx2_quant::quantize_token<B, P>(x, D, q, words, scales, zeros, token)) return;
+#endif
   const int64_t G = q.group;
   for (int64_t g0 = 0; g0 < D; g0 += G) {
     const float* xg = x + g0;
@@ -120,36 +182,10 @@ void quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* cb
     float lo = mn[0], hi = mx[0], c = chk[0];
     for (int j = 1; j < kLanes; ++j) lo = std::min(lo, mn[j]), hi = std::max(hi, mx[j]), c += chk[j];
     if (c != 0.f) report_non_finite(x, 1, 0, g0, g0 + G, token);  // c is 0 unless NaN appeared
-    uint32_t* cg = cbuf + g0;
     const int64_t gi = g0 / G;
-    if (q.symmetric) {
-      const int L = (1 << (B - 1)) - 1;
-      const float amax = std::max(std::fabs(lo), std::fabs(hi));
-      const float S = param_round<P>(amax / static_cast<float>(L));
-      if (!std::isfinite(S)) fail("kernels: scale {} overflows the parameter type at token {}, channel {}", amax / L, token, g0);
-      scales[gi] = static_cast<P>(S);
-      const float Ss = S == 0.f ? 1.f : S, keep = S == 0.f ? 0.f : 1.f, fl = static_cast<float>(L);
-      for (int64_t k = 0; k < G; ++k) {
-        float v = xg[k] / Ss;
-        v = std::min(std::max(v, -fl), fl);
-        cg[k] = static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep) + L);
-      }
-    } else {
-      const float L = static_cast<float>((1 << B) - 1);
-      const float S = param_round<P>((hi - lo) / L);
-      const float Z = param_round<P>(lo);
-      if (!std::isfinite(S) || !std::isfinite(Z))
-        fail("kernels: group range [{}, {}] overflows the parameter type at token {}, channel {} (use fp32 parameters)",
-             lo, hi, token, g0);
-      scales[gi] = static_cast<P>(S);
-      zeros[gi] = static_cast<P>(Z);
-      const float Ss = S == 0.f ? 1.f : S, keep = S == 0.f ? 0.f : 1.f;
-      for (int64_t k = 0; k < G; ++k) {
-        float v = (xg[k] - Z) / Ss;
-        v = std::min(std::max(v, 0.f), L);
-        cg[k] = static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep));
-      }
-    }
+    const GroupCoding gc =
+        group_coding<B, P>(lo, hi, q.symmetric, scales + gi, q.symmetric ? nullptr : zeros + gi, token, g0);
+    for (int64_t k = 0; k < G; ++k) cbuf[g0 + k] = encode(xg[k], gc);
   }
   pack_row<B>(cbuf, D, words);
 }
@@ -170,7 +206,7 @@ void quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, cons
                           P* scales, P* zeros) {
   constexpr int cpw = cpw_of<B>();
   const int64_t G = q.group, Wc = kvlab::kernels::packed_words(G, B);
-  std::vector<float> mn(D), mx(D), chk(D), sc(D), zr(D), keep(D);
+  std::vector<float> mn(D), mx(D), chk(D), zr(D), st(D), keep(D);
   std::vector<uint32_t> word(D);
   for (int64_t n = 0; n < T / G; ++n) {
     const float* xb = x + n * G * ld;
@@ -187,46 +223,27 @@ void quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, cons
     float c = 0.f;
     for (int64_t d = 0; d < D; ++d) c += chk[d];
     if (c != 0.f) report_non_finite(xb, G, ld, 0, D, n * G);
-    P* s_out = scales + n * D;
-    P* z_out = q.symmetric ? nullptr : zeros + n * D;
-    int L;
-    float lo_clamp, hi_clamp;
-    if (q.symmetric) {
-      L = (1 << (B - 1)) - 1;
-      lo_clamp = -static_cast<float>(L), hi_clamp = static_cast<float>(L);
-      for (int64_t d = 0; d < D; ++d) {
-        const float amax = std::max(std::fabs(mn[d]), std::fabs(mx[d]));
-        const float S = param_round<P>(amax / static_cast<float>(L));
-        if (!std::isfinite(S)) fail("kernels: scale {} overflows the parameter type at token {}, channel {}", amax / L, n * G, d);
-        s_out[d] = static_cast<P>(S);
-        sc[d] = S == 0.f ? 1.f : S, keep[d] = S == 0.f ? 0.f : 1.f, zr[d] = 0.f;
-      }
-    } else {
-      L = (1 << B) - 1;
-      lo_clamp = 0.f, hi_clamp = static_cast<float>(L);
-      for (int64_t d = 0; d < D; ++d) {
-        const float S = param_round<P>((mx[d] - mn[d]) / static_cast<float>(L));
-        const float Z = param_round<P>(mn[d]);
-        if (!std::isfinite(S) || !std::isfinite(Z))
-          fail("kernels: group range [{}, {}] overflows the parameter type at token {}, channel {} (use fp32 parameters)",
-               mn[d], mx[d], n * G, d);
-        s_out[d] = static_cast<P>(S), z_out[d] = static_cast<P>(Z);
-        sc[d] = S == 0.f ? 1.f : S, keep[d] = S == 0.f ? 0.f : 1.f, zr[d] = Z;
-      }
+    GroupCoding gc{};
+    for (int64_t d = 0; d < D; ++d) {
+      gc = group_coding<B, P>(mn[d], mx[d], q.symmetric, scales + n * D + d,
+                              q.symmetric ? nullptr : zeros + n * D + d, n * G, d);
+      zr[d] = gc.zero, st[d] = gc.step, keep[d] = gc.keep;
     }
-    const int32_t offset = q.symmetric ? L : 0;
     uint32_t* cb = codes + n * D * Wc;
     for (int64_t w = 0; w < Wc; ++w) {
-      for (int64_t d = 0; d < D; ++d) word[d] = 0;
+      std::fill(word.begin(), word.end(), 0u);
       for (int64_t j = w * cpw; j < std::min<int64_t>(G, (w + 1) * cpw); ++j) {
         const float* r = xb + j * ld;
         const int shift = static_cast<int>(j - w * cpw) * B;
+#ifdef KVLAB_AVX2_LOOPS
+        avx2_quant::encode_row_into_words(r, zr.data(), st.data(), keep.data(), gc, shift, word.data(), D);
+#else
         for (int64_t d = 0; d < D; ++d) {
-          float v = (r[d] - zr[d]) / sc[d];
-          v = std::min(std::max(v, lo_clamp), hi_clamp);
-          const uint32_t code = static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep[d]) + offset);
-          word[d] |= code << shift;
+          float v = (r[d] - zr[d]) / st[d];
+          v = std::min(std::max(v, gc.lo), gc.hi);
+          word[d] |= static_cast<uint32_t>(static_cast<int32_t>(round_even(v) * keep[d]) + gc.offset) << shift;
         }
+#endif
       }
       for (int64_t d = 0; d < D; ++d) cb[d * Wc + w] = word[d];
     }

@@ -55,24 +55,42 @@ constexpr int max_heads() {
   return WordUnpacker<B>::NV >= 4 ? 2 : WordUnpacker<B>::NV == 2 ? 4 : 8;
 }
 
+// Independent accumulator sets so that FMA latency, not throughput, never bounds a loop with few
+// heads: U sets of HB * NV registers, at most about 8 in flight.
+constexpr int unroll_for(int live) { return live >= 8 ? 1 : live >= 4 ? 2 : 4; }
+
 // acc[h][.] = sum_d qs[h0 + h][d] * code_{d, word w}; cb[d * Wc + w] holds channel d's word w.
 template <int B, int HB>
 inline void key_word_scores(const WordUnpacker<B>& un, const uint32_t* cb, int64_t Wc, int64_t w, int64_t D,
                             const float* qs, float* dst /* [HB][NV * 8] */) {
-  constexpr int NV = WordUnpacker<B>::NV;
-  __m256 acc[HB][NV];
-  for (int h = 0; h < HB; ++h)
-    for (int k = 0; k < NV; ++k) acc[h][k] = _mm256_setzero_ps();
+  constexpr int NV = WordUnpacker<B>::NV, U = unroll_for(HB * NV);
+  __m256 acc[U][HB][NV];
+  for (int u = 0; u < U; ++u)
+    for (int h = 0; h < HB; ++h)
+      for (int k = 0; k < NV; ++k) acc[u][h][k] = _mm256_setzero_ps();
   __m256 c[NV];
-  for (int64_t d = 0; d < D; ++d) {
+  int64_t d = 0;
+  for (; d + U <= D; d += U)
+    for (int u = 0; u < U; ++u) {
+      un(cb[(d + u) * Wc + w], c);
+      for (int h = 0; h < HB; ++h) {
+        const __m256 a = _mm256_broadcast_ss(qs + h * D + d + u);
+        for (int k = 0; k < NV; ++k) acc[u][h][k] = _mm256_fmadd_ps(a, c[k], acc[u][h][k]);
+      }
+    }
+  for (; d < D; ++d) {
     un(cb[d * Wc + w], c);
     for (int h = 0; h < HB; ++h) {
       const __m256 a = _mm256_broadcast_ss(qs + h * D + d);
-      for (int k = 0; k < NV; ++k) acc[h][k] = _mm256_fmadd_ps(a, c[k], acc[h][k]);
+      for (int k = 0; k < NV; ++k) acc[0][h][k] = _mm256_fmadd_ps(a, c[k], acc[0][h][k]);
     }
   }
   for (int h = 0; h < HB; ++h)
-    for (int k = 0; k < NV; ++k) _mm256_storeu_ps(dst + (h * NV + k) * 8, acc[h][k]);
+    for (int k = 0; k < NV; ++k) {
+      __m256 sum = acc[0][h][k];
+      for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[u][h][k]);
+      _mm256_storeu_ps(dst + (h * NV + k) * 8, sum);
+    }
 }
 
 template <int B>
@@ -134,22 +152,33 @@ template <int B, int HB>
 inline void value_word_sum(const WordUnpacker<B>& un, const uint32_t* codes, int64_t Wt, int64_t wi, int64_t t0,
                            int64_t t1, const float* sf, int64_t ng, int64_t g, const float* p, int64_t S,
                            float* acc_io /* [HB][NV * 8] */) {
-  constexpr int NV = WordUnpacker<B>::NV;
-  __m256 acc[HB][NV];
+  constexpr int NV = WordUnpacker<B>::NV, U = unroll_for(HB * NV);
+  __m256 acc[U][HB][NV];
   for (int h = 0; h < HB; ++h)
-    for (int k = 0; k < NV; ++k) acc[h][k] = _mm256_loadu_ps(acc_io + (h * NV + k) * 8);
+    for (int k = 0; k < NV; ++k) {
+      acc[0][h][k] = _mm256_loadu_ps(acc_io + (h * NV + k) * 8);
+      for (int u = 1; u < U; ++u) acc[u][h][k] = _mm256_setzero_ps();
+    }
   __m256 c[NV];
-  for (int64_t t = t0; t < t1; ++t) {
+  auto step = [&](int u, int64_t t) {
     un(codes[t * Wt + wi], c);
     const __m256 st = _mm256_broadcast_ss(sf + t * ng + g);
     for (int k = 0; k < NV; ++k) c[k] = _mm256_mul_ps(c[k], st);
     for (int h = 0; h < HB; ++h) {
       const __m256 a = _mm256_broadcast_ss(p + h * S + t);
-      for (int k = 0; k < NV; ++k) acc[h][k] = _mm256_fmadd_ps(a, c[k], acc[h][k]);
+      for (int k = 0; k < NV; ++k) acc[u][h][k] = _mm256_fmadd_ps(a, c[k], acc[u][h][k]);
     }
-  }
+  };
+  int64_t t = t0;
+  for (; t + U <= t1; t += U)
+    for (int u = 0; u < U; ++u) step(u, t + u);
+  for (; t < t1; ++t) step(0, t);
   for (int h = 0; h < HB; ++h)
-    for (int k = 0; k < NV; ++k) _mm256_storeu_ps(acc_io + (h * NV + k) * 8, acc[h][k]);
+    for (int k = 0; k < NV; ++k) {
+      __m256 sum = acc[0][h][k];
+      for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[u][h][k]);
+      _mm256_storeu_ps(acc_io + (h * NV + k) * 8, sum);
+    }
 }
 
 // Per-token packed values whose groups hold whole words (G a multiple of cpw). Returns false when
