@@ -5,6 +5,7 @@
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "kvlab/cache/quantized_layer_cache.h"
@@ -13,6 +14,7 @@
 #include "kvlab/model/attention.h"
 #include "kvlab/model/llama_model.h"
 #include "kvlab/quant/kv_method.h"
+#include "kvlab/quant/quantizer.h"
 #include "test_helpers.h"
 
 namespace kvlab {
@@ -225,6 +227,68 @@ TEST(QuantizedPerplexity, FastPathEqualsStreamAndFp16IsExact) {
   EXPECT_LT(q4.kl_mean, q2.kl_mean);
   EXPECT_DOUBLE_EQ(q4.bits_k(), 4 + 32.0 / 16);
   EXPECT_DOUBLE_EQ(q2.bits_v(), 2 + 32.0 / 16);
+}
+
+
+// Exact (high-precision) channels: they come back bit-exact, the other channels are quantized
+// exactly as a tensor of only those channels would be, and the bytes count both parts.
+TEST(QuantizedCache, ExactChannelsStayExactAndTheRestIsQuantizedAlone) {
+  const int64_t B = 1, H = 2, T = 40, D = 36;
+  TensorQuantSpec spec;
+  spec.bits = 2, spec.group = 16, spec.granularity = Granularity::PerToken;
+  spec.exact_channels = {3, 17, 30, 35};  // 32 quantized channels remain
+  QuantizedStream s(spec, FlushRule{});
+  const at::Tensor x = randn({B, H, T, D}, 7);
+  s.append(x);
+  s.flush();
+  ASSERT_EQ(s.packed_tokens(), T);
+  const at::Tensor y = s.dequantized();
+  const at::Tensor exact_idx = at::tensor(spec.exact_channels, at::kLong);
+  EXPECT_TRUE(at::equal(y.index_select(3, exact_idx), x.index_select(3, exact_idx)));
+  std::vector<int64_t> rest;
+  for (int64_t d = 0; d < D; ++d)
+    if (std::find(spec.exact_channels.begin(), spec.exact_channels.end(), d) == spec.exact_channels.end())
+      rest.push_back(d);
+  const at::Tensor rest_idx = at::tensor(rest, at::kLong);
+  TensorQuantSpec alone = spec;
+  alone.exact_channels.clear();
+  const at::Tensor want = Quantizer::decode(Quantizer(alone).encode(x.index_select(3, rest_idx)));
+  EXPECT_TRUE(at::equal(y.index_select(3, rest_idx), want));
+  const ByteBreakdown b = s.bytes();
+  EXPECT_EQ(b.packed_codes, B * H * T * (32 / 16) * 4);         // 32 codes of 2 bits: 2 words a token
+  EXPECT_EQ(b.scales_zeros, B * H * T * (32 / 16) * 2 * 2);
+  EXPECT_EQ(b.full_precision, B * H * T * 4 * 4);                // 4 exact fp32 channels a token
+  EXPECT_EQ(b.metadata, 4 * 8);
+  // Nominal bits: (32 * (2 + 32/16) + 4 * 16) / 36.
+  EXPECT_DOUBLE_EQ(spec.nominal_bits(D), (32 * 4.0 + 4 * 16.0) / 36);
+}
+
+TEST(QuantizedCache, ExactChannelsInDecodeAttention) {
+  LayerPlan lp = kivi_layer(2, 4, 4);
+  lp.k.exact_channels = {0, 5};
+  lp.v.exact_channels = {7};
+  lp.v.group = 5;  // 15 quantized value channels
+  QuantizedLayerCache cache(lp, MultiTokenMode::FullPrecision);
+  const int64_t B = 1, Hkv = 2, Hq = 4, D = 16;
+  cache.attend(randn({B, Hq, 13, D}, 1), randn({B, Hkv, 13, D}, 2), randn({B, Hkv, 13, D}, 3));
+  at::Tensor q = randn({B, Hq, 1, D}, 4);
+  at::Tensor out = cache.attend(q, randn({B, Hkv, 1, D}, 5), randn({B, Hkv, 1, D}, 6));
+  at::Tensor keys = at::cat({cache.keys().dequantized(), cache.keys().full()}, 2);
+  at::Tensor values = at::cat({cache.values().dequantized(), cache.values().full()}, 2);
+  EXPECT_LT(test::max_abs_diff(out, causal_gqa_attention(q, keys, values)), 1e-5);
+}
+
+TEST(QuantizedCache, BadExactChannelSetsAreErrors) {
+  TensorQuantSpec spec;
+  spec.bits = 2, spec.group = 8;
+  spec.exact_channels = {3, 3};
+  EXPECT_THROW(spec.validate(16, "test"), Error);
+  spec.exact_channels = {16};
+  EXPECT_THROW(spec.validate(16, "test"), Error);
+  spec.exact_channels = {1, 2};  // 14 quantized channels: group 8 does not divide
+  EXPECT_THROW(spec.validate(16, "test"), Error);
+  spec.group = 7;
+  EXPECT_NO_THROW(spec.validate(16, "test"));
 }
 
 }  // namespace

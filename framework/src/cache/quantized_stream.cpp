@@ -41,8 +41,18 @@ void QuantizedStream::append(const at::Tensor& x) {
   if (x.dim() != 4) fail("kv cache: expected [batch, heads, tokens, dim], got {} dims", x.dim());
   if (!full_buf_.defined()) {
     B_ = x.size(0), H_ = x.size(1), D_ = x.size(3);
-    G_ = spec_.quantized() ? spec_.resolved_group(D_) : 0;
     if (spec_.quantized()) spec_.validate(D_, "kv cache");
+    G_ = spec_.quantized() ? spec_.resolved_group(D_) : 0;
+    Dq_ = spec_.quantized() ? spec_.quantized_dim(D_) : D_;
+    if (spec_.quantized() && has_exact_channels()) {
+      std::vector<int64_t> rest;
+      for (int64_t d = 0, i = 0; d < D_; ++d) {
+        if (i < static_cast<int64_t>(spec_.exact_channels.size()) && spec_.exact_channels[i] == d) ++i;
+        else rest.push_back(d);
+      }
+      exact_idx_ = at::tensor(spec_.exact_channels, at::kLong).to(x.device());
+      quant_idx_ = at::tensor(rest, at::kLong).to(x.device());
+    }
     full_buf_ = at::empty({B_, H_, 64, D_}, x.options());
   } else if (x.size(0) != B_ || x.size(1) != H_ || x.size(3) != D_) {
     fail("kv cache: appended [{}, {}, _, {}] to a stream of [{}, {}, _, {}]", x.size(0), x.size(1), x.size(3), B_,
@@ -70,15 +80,20 @@ void QuantizedStream::reserve_packed(int64_t tokens) {
   const auto opts = at::TensorOptions().device(full_buf_.device());
   at::Tensor codes, scales, zeros;
   if (spec_.granularity == Granularity::PerToken) {
-    const int64_t Wt = kernels::packed_words(D_, spec_.bits);
+    const int64_t Wt = kernels::packed_words(Dq_, spec_.bits);
     codes = at::zeros({B_, H_, cap, Wt}, opts.dtype(at::kInt));
-    scales = at::zeros({B_, H_, cap, D_ / G_}, opts.dtype(pdt));
+    scales = at::zeros({B_, H_, cap, Dq_ / G_}, opts.dtype(pdt));
   } else {
     const int64_t Wc = kernels::packed_words(G_, spec_.bits);
-    codes = at::zeros({B_, H_, cap / G_, D_, Wc}, opts.dtype(at::kInt));
-    scales = at::zeros({B_, H_, cap / G_, D_}, opts.dtype(pdt));
+    codes = at::zeros({B_, H_, cap / G_, Dq_, Wc}, opts.dtype(at::kInt));
+    scales = at::zeros({B_, H_, cap / G_, Dq_}, opts.dtype(pdt));
   }
   zeros = spec_.symmetric ? at::Tensor() : at::zeros_like(scales);
+  if (has_exact_channels()) {
+    at::Tensor kept = at::zeros({B_, H_, cap, exact_idx_.size(0)}, full_buf_.options());
+    if (packed_ > 0) kept.narrow(2, 0, packed_).copy_(kept_.narrow(2, 0, packed_));
+    kept_ = kept;
+  }
   if (packed_ > 0) {
     const int64_t rows = spec_.granularity == Granularity::PerToken ? packed_ : packed_ / G_;
     codes.narrow(2, 0, rows).copy_(codes_.narrow(2, 0, rows));
@@ -95,8 +110,13 @@ void QuantizedStream::quantize_oldest(int64_t n) {
   if (n > full_len_) fail("kv cache: cannot quantize {} tokens, {} in full precision", n, full_len_);
   if (n % unit() != 0) fail("kv cache: {} tokens is not a whole number of {}-token groups", n, unit());
   reserve_packed(packed_ + n);
-  // The kernels read fp32 rows; this copy is the only conversion.
-  at::Tensor src = full_buf_.narrow(2, full_begin_, n).to(at::kFloat).contiguous();  // [B, H, n, D]
+  // The kernels read fp32 rows; this copy is the only conversion. Exact channels stay as they are.
+  at::Tensor slice = full_buf_.narrow(2, full_begin_, n);
+  if (has_exact_channels()) {
+    kept_.narrow(2, packed_, n).copy_(slice.index_select(3, exact_idx_));
+    slice = slice.index_select(3, quant_idx_);
+  }
+  at::Tensor src = slice.to(at::kFloat).contiguous();  // [B, H, n, Dq]
   const kernels::QuantShape shape{spec_.bits, G_, spec_.symmetric};
   const bool per_token = spec_.granularity == Granularity::PerToken;
   const int64_t Wt = per_token ? codes_.size(3) : 0;
@@ -109,20 +129,20 @@ void QuantizedStream::quantize_oldest(int64_t n) {
   const float* x = src.data_ptr<float>();
   at::parallel_for(0, B_ * H_, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
-      const float* xs = x + bh * n * D_;
+      const float* xs = x + bh * n * Dq_;
       const int64_t row0 = bh * cap_rows + first_row;
-      uint32_t* c = per_token ? codes + row0 * Wt : codes + row0 * D_ * Wc;
+      uint32_t* c = per_token ? codes + row0 * Wt : codes + row0 * Dq_ * Wc;
       const int64_t sz_off = row0 * sz_row;
       if (f16) {
         auto* s = scales_.data_ptr<at::Half>() + sz_off;
         auto* z = zeros_.defined() ? zeros_.data_ptr<at::Half>() + sz_off : nullptr;
-        if (per_token) kernels::quantize_per_token<c10::Half>(xs, n, D_, D_, shape, c, s, z);
-        else kernels::quantize_per_channel<c10::Half>(xs, n, D_, D_, shape, c, s, z);
+        if (per_token) kernels::quantize_per_token<c10::Half>(xs, n, Dq_, Dq_, shape, c, s, z);
+        else kernels::quantize_per_channel<c10::Half>(xs, n, Dq_, Dq_, shape, c, s, z);
       } else {
         auto* s = scales_.data_ptr<float>() + sz_off;
         auto* z = zeros_.defined() ? zeros_.data_ptr<float>() + sz_off : nullptr;
-        if (per_token) kernels::quantize_per_token<float>(xs, n, D_, D_, shape, c, s, z);
-        else kernels::quantize_per_channel<float>(xs, n, D_, D_, shape, c, s, z);
+        if (per_token) kernels::quantize_per_token<float>(xs, n, Dq_, Dq_, shape, c, s, z);
+        else kernels::quantize_per_channel<float>(xs, n, Dq_, Dq_, shape, c, s, z);
       }
     }
   });
@@ -147,7 +167,7 @@ kernels::PackedStream QuantizedStream::packed_view(int64_t b, int64_t h) const {
   const int64_t bh = b * H_ + h;
   const int64_t cap_rows = codes_.size(2);
   const bool per_token = spec_.granularity == Granularity::PerToken;
-  const int64_t words_per_row = per_token ? codes_.size(3) : D_ * codes_.size(4);
+  const int64_t words_per_row = per_token ? codes_.size(3) : Dq_ * codes_.size(4);
   v.codes = reinterpret_cast<const uint32_t*>(codes_.data_ptr<int32_t>()) + bh * cap_rows * words_per_row;
   const int64_t sz_off = bh * cap_rows * scales_.size(3);
   const size_t psize = spec_.param == ParamType::F16 ? 2 : 4;
@@ -157,57 +177,64 @@ kernels::PackedStream QuantizedStream::packed_view(int64_t b, int64_t h) const {
 }
 
 at::Tensor QuantizedStream::dequantized() const {
-  at::Tensor out = at::empty({B_, H_, packed_, D_}, at::kFloat);
+  at::Tensor out = at::empty({B_, H_, packed_, Dq_}, at::kFloat);
   if (packed_ == 0) return out;
   float* o = out.data_ptr<float>();
   at::parallel_for(0, B_ * H_, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       const kernels::PackedStream v = packed_view(bh / H_, bh % H_);
-      float* dst = o + bh * packed_ * D_;
+      float* dst = o + bh * packed_ * Dq_;
       const bool per_token = spec_.granularity == Granularity::PerToken;
       if (v.param == ParamType::F16) {
         auto* s = static_cast<const c10::Half*>(v.scales);
         auto* z = static_cast<const c10::Half*>(v.zeros);
-        if (per_token) kernels::dequantize_per_token<c10::Half>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
-        else kernels::dequantize_per_channel<c10::Half>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
+        if (per_token) kernels::dequantize_per_token<c10::Half>(v.codes, s, z, packed_, Dq_, v.shape, dst, Dq_);
+        else kernels::dequantize_per_channel<c10::Half>(v.codes, s, z, packed_, Dq_, v.shape, dst, Dq_);
       } else {
         auto* s = static_cast<const float*>(v.scales);
         auto* z = static_cast<const float*>(v.zeros);
-        if (per_token) kernels::dequantize_per_token<float>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
-        else kernels::dequantize_per_channel<float>(v.codes, s, z, packed_, D_, v.shape, dst, D_);
+        if (per_token) kernels::dequantize_per_token<float>(v.codes, s, z, packed_, Dq_, v.shape, dst, Dq_);
+        else kernels::dequantize_per_channel<float>(v.codes, s, z, packed_, Dq_, v.shape, dst, Dq_);
       }
     }
   });
-  return out;
+  if (!has_exact_channels()) return out;
+  at::Tensor whole = at::empty({B_, H_, packed_, D_}, at::kFloat);
+  whole.index_copy_(3, quant_idx_, out);
+  whole.index_copy_(3, exact_idx_, kept_.narrow(2, 0, packed_).to(at::kFloat));
+  return whole;
 }
 
 ByteBreakdown QuantizedStream::bytes() const {
   ByteBreakdown b;
   if (!full_buf_.defined()) return b;
-  b.full_precision = B_ * H_ * full_len_ * D_ * static_cast<int64_t>(full_buf_.element_size());
+  const int64_t elem = static_cast<int64_t>(full_buf_.element_size());
+  b.full_precision = B_ * H_ * full_len_ * D_ * elem;
+  if (has_exact_channels() && spec_.quantized()) b.metadata = exact_idx_.numel() * 8;  // the channel ids (int64)
   if (packed_ == 0) return b;
   const int64_t psize = spec_.param == ParamType::F16 ? 2 : 4;
   const int64_t per_group = spec_.symmetric ? 1 : 2;
   if (spec_.granularity == Granularity::PerToken) {
-    b.packed_codes = B_ * H_ * packed_ * kernels::packed_words(D_, spec_.bits) * 4;
-    b.scales_zeros = B_ * H_ * packed_ * (D_ / G_) * psize * per_group;
+    b.packed_codes = B_ * H_ * packed_ * kernels::packed_words(Dq_, spec_.bits) * 4;
+    b.scales_zeros = B_ * H_ * packed_ * (Dq_ / G_) * psize * per_group;
   } else {
     const int64_t blocks = packed_ / G_;
-    b.packed_codes = B_ * H_ * blocks * D_ * kernels::packed_words(G_, spec_.bits) * 4;
-    b.scales_zeros = B_ * H_ * blocks * D_ * psize * per_group;
+    b.packed_codes = B_ * H_ * blocks * Dq_ * kernels::packed_words(G_, spec_.bits) * 4;
+    b.scales_zeros = B_ * H_ * blocks * Dq_ * psize * per_group;
   }
+  b.full_precision += B_ * H_ * packed_ * (D_ - Dq_) * elem;  // exact channels of packed tokens
   return b;
 }
 
 int64_t QuantizedStream::capacity_bytes() const {
   int64_t total = 0;
-  for (const auto* t : {&codes_, &scales_, &zeros_, &full_buf_})
+  for (const auto* t : {&codes_, &scales_, &zeros_, &full_buf_, &kept_})
     if (t->defined()) total += static_cast<int64_t>(t->nbytes());
   return total;
 }
 
 void QuantizedStream::reset() {
-  codes_ = scales_ = zeros_ = full_buf_ = at::Tensor();
+  codes_ = scales_ = zeros_ = full_buf_ = kept_ = at::Tensor();
   packed_ = packed_cap_ = full_begin_ = full_len_ = 0;
 }
 

@@ -21,13 +21,17 @@ double TensorQuantSpec::nominal_bits(int64_t head_dim) const {
   const double param_bits = param == ParamType::F16 ? 16.0 : 32.0;
   const double per_group = symmetric ? param_bits : 2 * param_bits;
   const int64_t g = granularity == Granularity::PerToken ? resolved_group(head_dim) : group;
-  return bits + per_group / static_cast<double>(g);
+  const double quantized_bits = bits + per_group / static_cast<double>(g);
+  const int64_t dq = quantized_dim(head_dim);
+  return (static_cast<double>(dq) * quantized_bits + 16.0 * static_cast<double>(head_dim - dq)) /
+         static_cast<double>(head_dim);
 }
 
 std::string TensorQuantSpec::describe() const {
   if (!quantized()) return "fp";
-  return fmt::format("{}b {} G{}{}{}", bits, granularity_name(granularity), group, symmetric ? " sym" : "",
-                     param == ParamType::F32 ? " f32-params" : "");
+  return fmt::format("{}b {} G{}{}{}{}", bits, granularity_name(granularity), group, symmetric ? " sym" : "",
+                     param == ParamType::F32 ? " f32-params" : "",
+                     exact_channels.empty() ? "" : fmt::format(" +{} exact ch", exact_channels.size()));
 }
 
 void TensorQuantSpec::validate(int64_t head_dim, const std::string& where) const {
@@ -37,11 +41,22 @@ void TensorQuantSpec::validate(int64_t head_dim, const std::string& where) const
   }
   if (!kernels::valid_bits(bits)) fail("{}: bits must be 1, 2, 3, 4, 8 or 16, got {}", where, bits);
   if (symmetric && bits < 2) fail("{}: symmetric quantization needs at least 2 bits, got {}", where, bits);
+  for (size_t i = 0; i < exact_channels.size(); ++i) {
+    const int64_t c = exact_channels[i];
+    if (c < 0 || c >= head_dim) fail("{}: exact channel {} is outside head_dim {}", where, c, head_dim);
+    if (i > 0 && c <= exact_channels[i - 1]) fail("{}: exact channels must be sorted and unique (at {})", where, c);
+  }
+  const int64_t dq = quantized_dim(head_dim);
+  if (dq <= 0) fail("{}: all {} channels are exact; nothing left to quantize", where, head_dim);
   if (granularity == Granularity::PerToken) {
     const int64_t g = resolved_group(head_dim);
-    if (g <= 0 || head_dim % g != 0)
-      fail("{}: per-token group size {} does not divide head_dim {} (set group to a divisor of {})", where, group,
-           head_dim, head_dim);
+    if (g <= 0 || dq % g != 0) {
+      if (exact_channels.empty())
+        fail("{}: per-token group size {} does not divide head_dim {} (set group to a divisor of {})", where, group,
+             head_dim, head_dim);
+      fail("{}: per-token group size {} does not divide the {} quantized channels (head_dim {} minus {} exact)",
+           where, group, dq, head_dim, exact_channels.size());
+    }
   } else if (group <= 0) {
     fail("{}: per-channel group size must be a positive number of tokens, got {}", where, group);
   }

@@ -24,10 +24,16 @@ struct TensorQuantSpec {
   Granularity granularity = Granularity::PerToken;
   bool symmetric = false;
   ParamType param = ParamType::F16;         // storage of scales / zeros (METHODS: fp16)
+  // Channels kept in the model's dtype, never quantized (MixKVQ's salient channels); sorted,
+  // unique, fewer than head_dim. Groups and codes cover the remaining channels in order.
+  std::vector<int64_t> exact_channels;
 
   bool quantized() const { return bits < 16; }
-  int64_t resolved_group(int64_t head_dim) const { return group < 0 ? head_dim : group; }
-  // Nominal bits per element: b + (scale + zero bits) / G; 16 when not quantized.
+  int64_t quantized_dim(int64_t head_dim) const { return head_dim - static_cast<int64_t>(exact_channels.size()); }
+  // G for a head of head_dim channels: -1 means all the quantized channels.
+  int64_t resolved_group(int64_t head_dim) const { return group < 0 ? quantized_dim(head_dim) : group; }
+  // Nominal bits per element: b + (scale + zero bits) / G over the quantized channels, 16 for the
+  // exact ones, averaged over the head; 16 when not quantized.
   double nominal_bits(int64_t head_dim) const;
   std::string describe() const;             // e.g. "2b per-channel G32"
   void validate(int64_t head_dim, const std::string& where) const;  // throws naming `where`
