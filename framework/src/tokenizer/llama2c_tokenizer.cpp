@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <queue>
 
 #include "kvlab/common/error.h"
 
@@ -73,26 +74,50 @@ std::vector<int32_t> Llama2cTokenizer::encode(std::string_view text, bool add_sp
     }
     i += n;
   }
-  // Merge the best-scoring adjacent pair until none merges (the first one wins a tie).
-  std::string merged;
-  while (true) {
-    float best = -1e30f;
-    int32_t best_id = -1;
-    size_t best_at = 0;
-    for (size_t i = 0; i + 1 < work.size(); ++i) {
-      merged = pieces_[static_cast<size_t>(work[i])];
-      merged += pieces_[static_cast<size_t>(work[i + 1])];
-      auto it = ids_.find(merged);
-      if (it != ids_.end() && scores_[static_cast<size_t>(it->second)] > best) {
-        best = scores_[static_cast<size_t>(it->second)];
-        best_id = it->second;
-        best_at = i;
-      }
+  // Merge the best-scoring adjacent pair until none merges, the leftmost winning a tie (llama2.c's
+  // rule). A heap of candidate pairs over a linked list makes this O(n log n) instead of O(n^2),
+  // which matters for whole-file perplexity texts; stale candidates are skipped when popped.
+  const size_t n = work.size();
+  std::vector<int64_t> prev(n), next(n);
+  std::vector<uint32_t> version(n, 0);
+  for (size_t i = 0; i < n; ++i) prev[i] = static_cast<int64_t>(i) - 1, next[i] = i + 1 < n ? i + 1 : -1;
+  struct Candidate {
+    float score;
+    int64_t left, right;
+    int32_t id;
+    uint32_t vl, vr;
+    bool operator<(const Candidate& o) const {  // max-heap: higher score first, then leftmost
+      return score != o.score ? score < o.score : left > o.left;
     }
-    if (best_id < 0) break;
-    work[best_at] = best_id;
-    work.erase(work.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  };
+  std::priority_queue<Candidate> heap;
+  std::string merged;
+  auto consider = [&](int64_t l) {
+    if (l < 0 || next[l] < 0) return;
+    const int64_t r = next[l];
+    merged = pieces_[static_cast<size_t>(work[l])];
+    merged += pieces_[static_cast<size_t>(work[r])];
+    auto it = ids_.find(merged);
+    if (it != ids_.end())
+      heap.push({scores_[static_cast<size_t>(it->second)], l, r, it->second, version[l], version[r]});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) consider(static_cast<int64_t>(i));
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    if (next[c.left] != c.right || version[c.left] != c.vl || version[c.right] != c.vr) continue;  // stale
+    work[c.left] = c.id;
+    ++version[c.left];
+    version[c.right] = ~0u;  // removed
+    next[c.left] = next[c.right];
+    if (next[c.right] >= 0) prev[next[c.right]] = c.left;
+    consider(prev[c.left]);
+    consider(c.left);
   }
+  std::vector<int32_t> out;
+  out.reserve(n);
+  for (int64_t i = n ? 0 : -1; i >= 0; i = next[i]) out.push_back(work[i]);
+  work.swap(out);
   ids.insert(ids.end(), work.begin(), work.end());
   return ids;
 }
