@@ -56,8 +56,8 @@ constexpr int max_heads() {
 }
 
 // Independent accumulator sets so that FMA latency, not throughput, never bounds a loop with few
-// heads: U sets of HB * NV registers, at most about 8 in flight.
-constexpr int unroll_for(int live) { return live >= 8 ? 1 : live >= 4 ? 2 : 4; }
+// heads: U sets of HB * NV registers, about 4 in flight (more spill to the stack).
+constexpr int unroll_for(int live) { return live >= 4 ? 1 : 4 / live; }  // beyond ~4 sets, registers spill
 
 // acc[h][.] = sum_d qs[h0 + h][d] * code_{d, word w}; cb[d * Wc + w] holds channel d's word w.
 template <int B, int HB>
@@ -146,12 +146,11 @@ void key_scores_per_channel(const float* q, int64_t n_q, int64_t D, const Packed
   }
 }
 
-// acc[h][.] += sum_t p[h0 + h][t] * s[t] * code_{t, word wi} for t in [t0, t1): the scale is
-// applied once per token to the unpacked codes, then each head adds its weight.
+// acc[h][.] += sum_t w[h][t - t0] * code_{t, word wi} for t in [t0, t1), where w = p * scale was
+// formed per tile (rows of stride ws).
 template <int B, int HB>
 inline void value_word_sum(const WordUnpacker<B>& un, const uint32_t* codes, int64_t Wt, int64_t wi, int64_t t0,
-                           int64_t t1, const float* sf, int64_t ng, int64_t g, const float* p, int64_t S,
-                           float* acc_io /* [HB][NV * 8] */) {
+                           int64_t t1, const float* w, int64_t ws, float* acc_io /* [HB][NV * 8] */) {
   constexpr int NV = WordUnpacker<B>::NV, U = unroll_for(HB * NV);
   __m256 acc[U][HB][NV];
   for (int h = 0; h < HB; ++h)
@@ -162,10 +161,8 @@ inline void value_word_sum(const WordUnpacker<B>& un, const uint32_t* codes, int
   __m256 c[NV];
   auto step = [&](int u, int64_t t) {
     un(codes[t * Wt + wi], c);
-    const __m256 st = _mm256_broadcast_ss(sf + t * ng + g);
-    for (int k = 0; k < NV; ++k) c[k] = _mm256_mul_ps(c[k], st);
     for (int h = 0; h < HB; ++h) {
-      const __m256 a = _mm256_broadcast_ss(p + h * S + t);
+      const __m256 a = _mm256_broadcast_ss(w + h * ws + (t - t0));
       for (int k = 0; k < NV; ++k) acc[u][h][k] = _mm256_fmadd_ps(a, c[k], acc[u][h][k]);
     }
   };
@@ -191,42 +188,59 @@ bool value_sum_per_token(const float* p, int64_t n_q, int64_t D, const PackedStr
   static const WordUnpacker<B> un;
   const int64_t Wt = kvlab::kernels::packed_words(D, B), ng = D / G, words_per_group = G / cpw;
   const float off = v.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
-  constexpr int64_t kTile = 256;  // tokens per tile: their codes stay in L1 across the words
+  constexpr int64_t kTile = 256;  // tokens per tile: their codes and weights stay in L1
   thread_local std::vector<float> buf;
-  buf.resize(2 * T * ng + Wt * n_q * NV * 8 + n_q * ng);
-  float* sf = buf.data();           // [T][ng] scales as floats
-  float* zf = sf + T * ng;          // [T][ng] zeros (or -off * scale)
-  float* acc = zf + T * ng;         // [word][h][NV * 8]
+  buf.resize(2 * T * ng + Wt * n_q * NV * 8 + 4 * n_q * ng + n_q * kTile);
+  float* st = buf.data();                 // [T][ng] scales as floats
+  float* zf = st + T * ng;                // [T][ng] zeros (or -off * scale)
+  float* acc = zf + T * ng;               // [word][h][NV * 8]
   float* zsum = acc + Wt * n_q * NV * 8;  // [h][ng]
-  params_to_float(v, v.scales, 0, T * ng, sf);
+  float* w = zsum + n_q * ng;             // [h][kTile]: p * scale for one group and tile
+  params_to_float(v, v.scales, 0, T * ng, st);
   if (v.shape.symmetric)
-    for (int64_t i = 0; i < T * ng; ++i) zf[i] = -off * sf[i];
+    for (int64_t i = 0; i < T * ng; ++i) zf[i] = -off * st[i];
   else
     params_to_float(v, v.zeros, 0, T * ng, zf);
-  // Zero points: out[h][channels of g] += sum_t p[h][t] z[t][g].
+  // Zero points: out[h][channels of g] += sum_t p[h][t] z[t][g] (four interleaved partial sums
+  // so that the additions do not wait on each other).
   for (int64_t h = 0; h < n_q; ++h) {
-    float* zs = zsum + h * ng;
-    std::fill(zs, zs + ng, 0.f);
+    float* zs = zsum + 4 * h * ng;  // [4][ng]
+    std::fill(zs, zs + 4 * ng, 0.f);
     const float* ph = p + h * S;
-    for (int64_t t = 0; t < T; ++t)
+    int64_t t = 0;
+    for (; t + 4 <= T; t += 4)
+      for (int u = 0; u < 4; ++u)
+        for (int64_t g = 0; g < ng; ++g) zs[u * ng + g] += ph[t + u] * zf[(t + u) * ng + g];
+    for (; t < T; ++t)
       for (int64_t g = 0; g < ng; ++g) zs[g] += ph[t] * zf[t * ng + g];
-    for (int64_t d = 0; d < D; ++d) out[h * D + d] += zs[d / G];
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t g = d / G;
+      out[h * D + d] += (zs[g] + zs[ng + g]) + (zs[2 * ng + g] + zs[3 * ng + g]);
+    }
   }
   std::fill(acc, acc + Wt * n_q * NV * 8, 0.f);
   for (int64_t t0 = 0; t0 < T; t0 += kTile) {
-    const int64_t t1 = std::min(T, t0 + kTile);
-    for (int64_t wi = 0; wi < Wt; ++wi) {
-      const int64_t g = wi / words_per_group;
-      for (int64_t h0 = 0; h0 < n_q; h0 += HMAX) {
-        const int64_t hb = std::min<int64_t>(HMAX, n_q - h0);
-        float* a = acc + (wi * n_q + h0) * NV * 8;
-        const float* ph = p + h0 * S;
-        switch (hb) {
+    const int64_t t1 = std::min(T, t0 + kTile), nt = t1 - t0;
+    for (int64_t g = 0; g < ng; ++g) {
+      for (int64_t h = 0; h < n_q; ++h) {  // strided reads, contiguous writes (no 4K-aliased stores)
+        const float* ph = p + h * S + t0;
+        const float* s = st + t0 * ng + g;
+        float* wh = w + h * kTile;
+        for (int64_t i = 0; i < nt; ++i) wh[i] = ph[i] * s[i * ng];
+      }
+      for (int64_t wg = 0; wg < words_per_group; ++wg) {
+        const int64_t wi = g * words_per_group + wg;
+        for (int64_t h0 = 0; h0 < n_q; h0 += HMAX) {
+          const int64_t hb = std::min<int64_t>(HMAX, n_q - h0);
+          float* a = acc + (wi * n_q + h0) * NV * 8;
+          const float* wh = w + h0 * kTile;
+          switch (hb) {
 #define KVLAB_CASE(N) \
-  case N: if constexpr (N <= HMAX) value_word_sum<B, N>(un, v.codes, Wt, wi, t0, t1, sf, ng, g, ph, S, a); break;
-          KVLAB_CASE(1) KVLAB_CASE(2) KVLAB_CASE(3) KVLAB_CASE(4) KVLAB_CASE(5) KVLAB_CASE(6) KVLAB_CASE(7)
-          KVLAB_CASE(8)
+  case N: if constexpr (N <= HMAX) value_word_sum<B, N>(un, v.codes, Wt, wi, t0, t1, wh, kTile, a); break;
+            KVLAB_CASE(1) KVLAB_CASE(2) KVLAB_CASE(3) KVLAB_CASE(4) KVLAB_CASE(5) KVLAB_CASE(6) KVLAB_CASE(7)
+            KVLAB_CASE(8)
 #undef KVLAB_CASE
+          }
         }
       }
     }

@@ -1,13 +1,14 @@
 // AVX2 loops of group quantization, included by kernel_loops.h inside its namespace when the unit
-// is compiled with AVX2 + FMA + F16C. Same operations as the portable loops (division, clamp,
-// round-half-even, multiply by keep), so the codes are bit-identical.
+// is compiled with AVX2 + FMA + F16C. Same arithmetic as the portable loops (division, clamp,
+// round-half-even), so the codes are bit-identical: vcvtps2dq rounds to nearest even in the default
+// MXCSR mode, and the clamped values are small, so no separate rounding step is needed.
 
 namespace avx2_quant {
 
-inline __m256 encode_vec(__m256 x, __m256 zero, __m256 step, __m256 keep, __m256 lo, __m256 hi) {
+// round(clamp((x - zero) / step, lo, hi)) as int32 lanes.
+inline __m256i encode_vec(__m256 x, __m256 zero, __m256 step, __m256 lo, __m256 hi) {
   __m256 v = _mm256_div_ps(_mm256_sub_ps(x, zero), step);
-  v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-  return _mm256_mul_ps(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), keep);
+  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
 }
 
 inline uint32_t or_lanes(__m256i v) {
@@ -32,28 +33,29 @@ bool quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* wo
     cbuf.resize(D);
     for (int64_t g0 = 0; g0 < D; g0 += G) {
       const float* xg = x + g0;
-      __m256 mn = _mm256_loadu_ps(xg), mx = mn, chk = _mm256_setzero_ps();
-      const __m256 zero = _mm256_setzero_ps();
+      __m256 mn = _mm256_loadu_ps(xg), mx = mn, nan = _mm256_setzero_ps();
       for (int64_t i = 0; i < G; i += 8) {
         const __m256 v = _mm256_loadu_ps(xg + i);
         mn = _mm256_min_ps(mn, v), mx = _mm256_max_ps(mx, v);
-        chk = _mm256_add_ps(chk, _mm256_mul_ps(v, zero));  // NaN if any value is NaN or Inf
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
       }
-      alignas(32) float l[8], h[8], c[8];
-      _mm256_store_ps(l, mn), _mm256_store_ps(h, mx), _mm256_store_ps(c, chk);
-      float lo = l[0], hi = h[0], bad = c[0];
-      for (int j = 1; j < 8; ++j) lo = std::min(lo, l[j]), hi = std::max(hi, h[j]), bad += c[j];
-      if (bad != 0.f) report_non_finite(x, 1, 0, g0, g0 + G, token);
+      alignas(32) float l[8], h[8];
+      _mm256_store_ps(l, mn), _mm256_store_ps(h, mx);
+      float lo = l[0], hi = h[0];
+      for (int j = 1; j < 8; ++j) lo = std::min(lo, l[j]), hi = std::max(hi, h[j]);
+      // NaN shows in the mask; +-Inf shows as an infinite min or max.
+      if (_mm256_movemask_ps(nan) != 0 || !std::isfinite(lo) || !std::isfinite(hi))
+        report_non_finite(x, 1, 0, g0, g0 + G, token);
       const int64_t gi = g0 / G;
       const GroupCoding gc =
           group_coding<B, P>(lo, hi, q.symmetric, scales + gi, q.symmetric ? nullptr : zeros + gi, token, g0);
-      const __m256 vz = _mm256_set1_ps(gc.zero), vs = _mm256_set1_ps(gc.step), vk = _mm256_set1_ps(gc.keep);
+      const __m256 vz = _mm256_set1_ps(gc.zero), vs = _mm256_set1_ps(gc.step);
       const __m256 vlo = _mm256_set1_ps(gc.lo), vhi = _mm256_set1_ps(gc.hi);
       const __m256i voff = _mm256_set1_epi32(gc.offset);
       for (int64_t i = 0; i < G; i += 8) {
-        const __m256 v = encode_vec(_mm256_loadu_ps(xg + i), vz, vs, vk, vlo, vhi);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cbuf.data() + g0 + i),
-                            _mm256_add_epi32(_mm256_cvtps_epi32(v), voff));
+        const __m256i code = gc.keep == 0.f ? voff  // constant group: every code is the offset
+                                            : _mm256_add_epi32(encode_vec(_mm256_loadu_ps(xg + i), vz, vs, vlo, vhi), voff);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cbuf.data() + g0 + i), code);
       }
     }
     // Pack: lane j of the k-th vector of a word shifts by (8k + j) * B; OR the lanes together.
@@ -83,8 +85,8 @@ inline void encode_row_into_words(const float* r, const float* zr, const float* 
   const __m128i vsh = _mm_cvtsi32_si128(shift);
   int64_t d = 0;
   for (; d + 8 <= D; d += 8) {
-    const __m256 v = encode_vec(_mm256_loadu_ps(r + d), _mm256_loadu_ps(zr + d), _mm256_loadu_ps(st + d),
-                                _mm256_loadu_ps(keep + d), vlo, vhi);
+    __m256 v = _mm256_div_ps(_mm256_sub_ps(_mm256_loadu_ps(r + d), _mm256_loadu_ps(zr + d)), _mm256_loadu_ps(st + d));
+    v = _mm256_mul_ps(_mm256_min_ps(_mm256_max_ps(v, vlo), vhi), _mm256_loadu_ps(keep + d));
     const __m256i code = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(v), voff), vsh);
     __m256i* wp = reinterpret_cast<__m256i*>(word + d);
     _mm256_storeu_si256(wp, _mm256_or_si256(_mm256_loadu_si256(wp), code));
