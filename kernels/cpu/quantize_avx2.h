@@ -27,35 +27,45 @@ bool quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* wo
   if constexpr (B == 3 || B == 8) {
     return false;
   } else {
-    const int64_t G = q.group;
-    if (G % 8 != 0 || D % cpw != 0) return false;
-    thread_local std::vector<int32_t> cbuf;
-    cbuf.resize(D);
-    for (int64_t g0 = 0; g0 < D; g0 += G) {
-      const float* xg = x + g0;
-      __m256 mn = _mm256_loadu_ps(xg), mx = mn, nan = _mm256_setzero_ps();
+    const int64_t G = q.group, ng = D / G;
+    if (G % 8 != 0 || D % cpw != 0 || D > 1024) return false;
+    // Three passes so the scalar work of one group (reduce, scale, rounding to P) overlaps the
+    // others' instead of sitting between vector loops: ranges, then codings, then codes.
+    alignas(32) int32_t cbuf[1024];
+    float lo[128], hi[128];
+    __m256 nan = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      const float* xg = x + g * G;
+      __m256 mn = _mm256_loadu_ps(xg), mx = mn;
       for (int64_t i = 0; i < G; i += 8) {
         const __m256 v = _mm256_loadu_ps(xg + i);
         mn = _mm256_min_ps(mn, v), mx = _mm256_max_ps(mx, v);
         nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
       }
-      alignas(32) float l[8], h[8];
-      _mm256_store_ps(l, mn), _mm256_store_ps(h, mx);
-      float lo = l[0], hi = h[0];
-      for (int j = 1; j < 8; ++j) lo = std::min(lo, l[j]), hi = std::max(hi, h[j]);
-      // NaN shows in the mask; +-Inf shows as an infinite min or max.
-      if (_mm256_movemask_ps(nan) != 0 || !std::isfinite(lo) || !std::isfinite(hi))
-        report_non_finite(x, 1, 0, g0, g0 + G, token);
-      const int64_t gi = g0 / G;
-      const GroupCoding gc =
-          group_coding<B, P>(lo, hi, q.symmetric, scales + gi, q.symmetric ? nullptr : zeros + gi, token, g0);
-      const __m256 vz = _mm256_set1_ps(gc.zero), vs = _mm256_set1_ps(gc.step);
-      const __m256 vlo = _mm256_set1_ps(gc.lo), vhi = _mm256_set1_ps(gc.hi);
-      const __m256i voff = _mm256_set1_epi32(gc.offset);
+      __m128 m4 = _mm_min_ps(_mm256_castps256_ps128(mn), _mm256_extractf128_ps(mn, 1));
+      m4 = _mm_min_ps(m4, _mm_movehl_ps(m4, m4));
+      lo[g] = _mm_cvtss_f32(_mm_min_ss(m4, _mm_movehdup_ps(m4)));
+      __m128 x4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+      x4 = _mm_max_ps(x4, _mm_movehl_ps(x4, x4));
+      hi[g] = _mm_cvtss_f32(_mm_max_ss(x4, _mm_movehdup_ps(x4)));
+    }
+    // NaN shows in the mask; +-Inf shows as an infinite min or max.
+    bool bad = _mm256_movemask_ps(nan) != 0;
+    for (int64_t g = 0; g < ng; ++g) bad |= !std::isfinite(lo[g]) || !std::isfinite(hi[g]);
+    if (bad) report_non_finite(x, 1, 0, 0, D, token);
+    GroupCoding gc[128];
+    for (int64_t g = 0; g < ng; ++g)
+      gc[g] = group_coding<B, P>(lo[g], hi[g], q.symmetric, scales + g, q.symmetric ? nullptr : zeros + g, token,
+                                 g * G);
+    for (int64_t g = 0; g < ng; ++g) {
+      const float* xg = x + g * G;
+      const __m256 vz = _mm256_set1_ps(gc[g].zero), vs = _mm256_set1_ps(gc[g].step);
+      const __m256 vlo = _mm256_set1_ps(gc[g].lo), vhi = _mm256_set1_ps(gc[g].hi);
+      const __m256i voff = _mm256_set1_epi32(gc[g].offset);
+      const bool constant = gc[g].keep == 0.f;  // every code is the offset
       for (int64_t i = 0; i < G; i += 8) {
-        const __m256i code = gc.keep == 0.f ? voff  // constant group: every code is the offset
-                                            : _mm256_add_epi32(encode_vec(_mm256_loadu_ps(xg + i), vz, vs, vlo, vhi), voff);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(cbuf.data() + g0 + i), code);
+        const __m256i code = constant ? voff : _mm256_add_epi32(encode_vec(_mm256_loadu_ps(xg + i), vz, vs, vlo, vhi), voff);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(cbuf + g * G + i), code);
       }
     }
     // Pack: lane j of the k-th vector of a word shifts by (8k + j) * B; OR the lanes together.
@@ -68,7 +78,7 @@ bool quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* wo
     for (int64_t w = 0; w < D / cpw; ++w) {
       __m256i acc = _mm256_setzero_si256();
       for (int k = 0; k < NV; ++k) {
-        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cbuf.data() + w * cpw + 8 * k));
+        const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i*>(cbuf + w * cpw + 8 * k));
         acc = _mm256_or_si256(acc, _mm256_sllv_epi32(c, shift[k]));
       }
       words[w] = or_lanes(acc);
