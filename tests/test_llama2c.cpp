@@ -9,8 +9,10 @@
 #include "kvlab/common/error.h"
 #include "kvlab/eval/generate.h"
 #include "kvlab/eval/perplexity.h"
+#include "kvlab/eval/quantized_perplexity.h"
 #include "kvlab/model/llama2c_import.h"
 #include "kvlab/model/llama_model.h"
+#include "kvlab/quant/kv_method.h"
 #include "kvlab/tokenizer/llama2c_tokenizer.h"
 #include "kvlab/tokenizer/tokenizer.h"
 #include "test_helpers.h"
@@ -138,6 +140,40 @@ TEST_F(Stories260K, PerplexityWithBosPerWindowIsLow) {
   EXPECT_EQ(r.predicted, 3 * 63);
   EXPECT_LT(r.ppl(), 5.0);
   EXPECT_GT(r.ppl(), 1.0);
+}
+
+// The real model under quantized caches (WikiText-2, BOS per window): the fp16 method is the plain
+// perplexity, and the KL to the full-precision model orders the methods as expected on a trained
+// model: 4-bit below 2-bit, and KIVI-2 (per-channel keys) far below per-token uniform 2-bit.
+TEST_F(Stories260K, QuantizedCachesOrderByError) {
+  REQUIRE_SHARED();
+  LlamaModel m = LlamaModel::load(tmp_->str());
+  auto tok = load_tokenizer(tmp_->str());
+  std::ifstream in(test::shared_dir() + "/data/wikitext-2-raw/wiki.test.raw");
+  std::string text(20000, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  const std::vector<int32_t> ids = tok->encode(text, false);
+  PerplexityOptions opt;
+  opt.ctx = 128;
+  opt.max_windows = 6;
+  opt.bos_id = 1;
+  opt.progress = false;
+  auto run = [&](const std::string& method, const std::string& params) {
+    const CachePlan plan = MethodRegistry::instance().create(method, YAML::Load(params))->plan(m.config());
+    return evaluate_quantized_perplexity(m, ids, opt, plan);
+  };
+  const double plain = evaluate_perplexity(m, ids, opt).ppl();
+  const auto fp = run("fp16", "{}");
+  EXPECT_NEAR(fp.quantized.ppl(), plain, 1e-9 * plain);
+  EXPECT_EQ(fp.kl_mean, 0.0);
+  const auto u4 = run("uniform", "{bits: 4, group: 8}");
+  const auto u2 = run("uniform", "{bits: 2, group: 8}");
+  const auto k2 = run("kivi", "{bits: 2, group: 8, residual: 32}");
+  EXPECT_GT(u4.kl_mean, 0.0);
+  EXPECT_LT(u4.kl_mean, u2.kl_mean);
+  EXPECT_LT(k2.kl_mean, 0.5 * u2.kl_mean);
+  EXPECT_GT(u2.quantized.ppl(), fp.quantized.ppl());
 }
 
 // ---- tokenizer format and bad input (no ../shared needed) -------------------------------------
