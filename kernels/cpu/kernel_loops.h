@@ -562,15 +562,15 @@ KVLAB_QUANT_ENTRIES(c10::Half)
 void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
                             int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
                             float scale, float* out, float* workspace) {
-  thread_local std::vector<float> scratch;
-  const size_t need = static_cast<size_t>(loop_scratch(n_q, D, k, v));
-  if (scratch.size() < need) scratch.resize(need);
+  thread_local std::vector<float> scratch;  // the loops' scratch, then n_q inverse row sums
+  const int64_t loops = loop_scratch(n_q, D, k, v);
+  if (scratch.size() < static_cast<size_t>(loops + n_q)) scratch.resize(static_cast<size_t>(loops + n_q));
+  float* inv_sum = scratch.data() + loops;
   const int64_t S = k.tokens + tk_full;
   float* scores = workspace;
   if (k.tokens > 0) KVLAB_BITS_SWITCH(k.shape.bits, (packed_key_scores<B>(q, n_q, D, k, scores, S, scratch.data())))
   full_key_scores(q, n_q, D, k_full, tk_full, scores + k.tokens, S);
-  std::vector<float> inv_sum(static_cast<size_t>(n_q));
-  softmax_unnormalized(scores, n_q, S, scale, inv_sum.data());
+  softmax_unnormalized(scores, n_q, S, scale, inv_sum);
   for (int64_t i = 0; i < n_q * D; ++i) out[i] = 0.f;
   if (v.tokens > 0) KVLAB_BITS_SWITCH(v.shape.bits, (packed_value_sum<B>(scores, n_q, D, v, S, out, scratch.data())))
   full_value_sum(scores + v.tokens, n_q, D, v_full, tv_full, S, out);

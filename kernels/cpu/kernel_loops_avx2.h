@@ -45,10 +45,6 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(y, _mm_movehdup_ps(y)));
 }
 
-inline float param_scalar(const PackedStream& s, const void* p, int64_t i) {
-  return s.param == ParamType::F32 ? static_cast<const float*>(p)[i] : _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
-}
-
 // Most heads whose accumulators (NV vectors each) fit in registers beside the unpacked codes.
 template <int B>
 constexpr int max_heads() {

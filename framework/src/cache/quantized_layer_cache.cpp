@@ -66,12 +66,8 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
   if (values_.tokens() != S) fail("kv cache: {} keys but {} values", S, values_.tokens());
   if (keys_.has_exact_channels() || values_.has_exact_channels()) {
     // Exact channels split a head in two; until the kernel learns that layout, attend over the
-    // dequantized cache (the reference semantics, one fp32 copy per step).
-    auto whole = [](const QuantizedStream& s) {
-      at::Tensor full = s.full().to(at::kFloat);
-      return s.packed_tokens() > 0 ? at::cat({s.dequantized(), full}, 2) : full;
-    };
-    return causal_gqa_attention(q.to(at::kFloat), whole(keys_), whole(values_)).to(q.scalar_type());
+    // dequantized cache (the reference semantics, one copy per step).
+    return causal_gqa_attention(q, stored(keys_, q.scalar_type()), stored(values_, q.scalar_type()));
   }
   at::Tensor qf = q.to(at::kFloat).reshape({B, Hkv, G, D}).contiguous();
   at::Tensor kf = keys_.full().to(at::kFloat).contiguous();    // [B, Hkv, tk, D]

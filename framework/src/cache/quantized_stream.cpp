@@ -241,7 +241,7 @@ void QuantizedStream::reset() {
 std::vector<int64_t> QuantizedStream::schedule(int64_t steps) const {
   std::vector<int64_t> out(static_cast<size_t>(steps));
   int64_t packed = packed_, full = full_len_;
-  const int64_t u = spec_.quantized() && spec_.granularity == Granularity::PerChannel ? spec_.group : 1;
+  const int64_t u = unit();
   for (int64_t t = 0; t < steps; ++t) {
     full += 1;
     const int64_t f = spec_.quantized() ? rule_.tokens_to_flush(full, u) : 0;
