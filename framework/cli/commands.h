@@ -13,5 +13,7 @@ int generate(const Args& args);
 int eval(const Args& args);
 int convert(const Args& args);
 int methods(const Args& args);
+int profile(const Args& args);   // a method's calibration step (kvlab/quant/calibration.h)
+int search(const Args& args);
 
 }  // namespace kvlab::cli

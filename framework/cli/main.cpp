@@ -22,6 +22,8 @@ const std::map<std::string, Command>& commands() {
       {"generate", {kvlab::cli::generate, "greedy generation from a prompt, with tokens/s"}},
       {"eval", {kvlab::cli::eval, "evaluate a model: eval ppl (perplexity over windows)"}},
       {"methods", {kvlab::cli::methods, "list the KV-cache methods with their parameters and defaults"}},
+      {"profile", {kvlab::cli::profile, "run a method's profiling step (profile kvmix ...) and write its plan"}},
+      {"search", {kvlab::cli::search, "run a method's search step (search kvtuner ...) and write its plans"}},
       {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
   };
   return table;
