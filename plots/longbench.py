@@ -63,9 +63,6 @@ def plot_model(plt, args, model, cells, tasks, source):
                                    for name, group in by_series.items()}}
     if not panels:
         return None
-    for name in split:
-        if all(config_value(c, name) is None for c in cells):
-            raise PlotError(f"--split {name}: no cell of model {model} has a parameter '{name}'")
 
     names = []
     for panel in panels.values():
@@ -113,6 +110,9 @@ def main():
     unknown = [t for t in tasks if t not in present]
     if unknown:
         raise PlotError(f"--tasks: no metric longbench/{unknown[0]} in '{source}' (tasks: {', '.join(present)})")
+    for name in parse_list(args.split):
+        if all(config_value(c, name) is None for c in chosen):
+            raise PlotError(f"--split {name}: no selected cell has a parameter '{name}'")
     by_model = {}
     for c in chosen:
         by_model.setdefault(c.model, []).append(c)

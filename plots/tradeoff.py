@@ -64,9 +64,6 @@ def plot_group(plt, args, model, task, cells, metric, source):
     drawn = drawable(cells, metric, parse_list(args.methods))
     if not drawn:
         raise PlotError(f"no quantized cell of model {model}, task {task} has metric '{metric}' to draw")
-    for name in split:
-        if all(config_value(c, name) is None for c in drawn):
-            raise PlotError(f"--split {name}: no cell of model {model}, task {task} has a parameter '{name}'")
     by_series = group_series(drawn, split)
     bits_label = {"avg": "average bits per K/V element", "k": "bits per key element",
                   "v": "bits per value element"}[args.bits]
@@ -142,6 +139,9 @@ def main():
         if unknown:
             raise PlotError(f"--methods: no cell of method(s) {', '.join(unknown)} has metric '{args.metric}' "
                             f"(methods: {', '.join(sorted({c.method for c in with_metric}))})")
+    for name in parse_list(args.split):
+        if all(config_value(c, name) is None for c in with_metric):
+            raise PlotError(f"--split {name}: no cell with metric '{args.metric}' has a parameter '{name}'")
     groups = {}
     for c in chosen:
         groups.setdefault((c.model, c.task), []).append(c)

@@ -25,6 +25,7 @@ const std::map<std::string, Command>& commands() {
       {"profile", {kvlab::cli::profile, "run a method's profiling step (profile kvmix ...) and write its plan"}},
       {"search", {kvlab::cli::search, "run a method's search step (search kvtuner ...) and write its plans"}},
       {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
+      {"plot", {kvlab::cli::plot, "figures from results or a plan: plot tradeoff|plan|importance|longbench"}},
   };
   return table;
 }
