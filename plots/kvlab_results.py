@@ -161,4 +161,4 @@ def describe_filters(model=None, task=None, experiment=None, methods=None):
     parts = [f"{k}={v}" for k, v in (("model", model), ("task", task), ("experiment", experiment)) if v]
     if methods:
         parts.append("method=" + ",".join(methods))
-    return " and ".join(parts) if parts else "no filter"
+    return " and ".join(parts)

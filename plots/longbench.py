@@ -104,8 +104,8 @@ def main():
     chosen = select(cells, model=args.model, task=args.task, experiment=args.experiment)
     present = sorted({m[len(PREFIX):] for c in chosen for m in c.metrics if m.startswith(PREFIX)}, key=task_order)
     if not present:
-        raise PlotError(f"no LongBench metric (longbench/<task>) in '{source}' for "
-                        f"{describe_filters(args.model, args.task, args.experiment)}")
+        filters = describe_filters(args.model, args.task, args.experiment)
+        raise PlotError(f"no LongBench metric (longbench/<task>) in '{source}'{' for ' + filters if filters else ''}")
     tasks = parse_list(args.tasks) or present
     unknown = [t for t in tasks if t not in present]
     if unknown:

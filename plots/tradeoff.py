@@ -130,8 +130,8 @@ def main():
     with_metric = [c for c in chosen if args.metric in c.metrics]
     if not with_metric:
         available = sorted({m for c in chosen for m in c.metrics})
-        raise PlotError(f"metric '{args.metric}' is not in '{source}' for "
-                        f"{describe_filters(args.model, args.task, args.experiment)} "
+        filters = describe_filters(args.model, args.task, args.experiment)
+        raise PlotError(f"metric '{args.metric}' is not in '{source}'{' for ' + filters if filters else ''} "
                         f"(available: {', '.join(available) or 'none'})")
     if args.methods:
         wanted = parse_list(args.methods)
