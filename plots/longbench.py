@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from kvlab_results import describe_filters, load_results, select  # noqa: E402
 from plot_common import ArgumentParser, PlotError, file_stem, method_styles, pyplot, run, save_figure, short_name  # noqa: E402
-from series import (config_value, draw_panel, drawable, group_series, note_averaged, parse_list, points,  # noqa: E402
+from series import (config_value, draw_panel, drawable, group_series, parse_list, points,  # noqa: E402
                     reference)
 
 PREFIX = "longbench/"
@@ -55,8 +55,6 @@ def plot_model(plt, args, model, cells, tasks, source):
         if not drawn:
             continue
         by_series = group_series(drawn, split)
-        for name, group in by_series.items():
-            note_averaged(f"{name}' on '{task}", group, lambda c: c.avg_bits, "bits")
         value, origin = reference(cells, metric)
         panels[task] = {"reference": None if value is None else {"value": value, "from": origin},
                         "series": {name: points(group, metric, lambda c: c.avg_bits)

@@ -1,5 +1,6 @@
-"""Cells to plotted series: lines per method (optionally split by parameters), points averaged at
-equal x, the fp16 reference, and how a series is drawn. Shared by the trade-off and LongBench plots.
+"""Cells to plotted series: lines per method (optionally split by parameters), a point per distinct
+config with replicates over seeds averaged, the fp16 reference, and how a series is drawn. Shared by
+the trade-off and LongBench plots.
 """
 
 import math
@@ -46,41 +47,47 @@ def series_name(cell, split):
     return " ".join(parts)
 
 
-def points(cells, metric, x_of):
-    """[{x, y, n, min, max, cells}] sorted by x; cells with the same x averaged."""
-    by_x = {}
+def replicate_key(cell):
+    """Cells with equal keys are replicates: the same resolved config but for the seed."""
+    return repr(sorted(flat_config(cell).items()))
+
+
+def points(cells, metric, x_of, label=None):
+    """[{x, y, n, min, max, cells}], one point per distinct config (replicates over seeds averaged,
+    their spread in min / max), sorted by x then y. Distinct configs at the same x stay separate.
+    With label (a parameter name), each point also carries that parameter's value as "label"."""
+    groups = {}
     for c in cells:
-        by_x.setdefault(round(x_of(c), 9), []).append(c)
+        groups.setdefault(replicate_key(c), []).append(c)
     out = []
-    for x in sorted(by_x):
-        ys = [c.metrics[metric] for c in by_x[x]]
-        out.append({"x": x, "y": sum(ys) / len(ys), "n": len(ys), "min": min(ys), "max": max(ys),
-                    "cells": sorted(c.cell_id for c in by_x[x])})
-    return out
+    for group in groups.values():
+        ys = [c.metrics[metric] for c in group]
+        out.append({"x": sum(x_of(c) for c in group) / len(group), "y": sum(ys) / len(ys), "n": len(ys),
+                    "min": min(ys), "max": max(ys), "cells": sorted(c.cell_id for c in group)})
+        if label:
+            value = config_value(group[0], label)
+            out[-1]["label"] = "" if value is None else str(value)
+    return sorted(out, key=lambda p: (p["x"], p["y"]))
 
 
-def note_averaged(name, cells, x_of, x_unit):
-    """Says on stderr when cells drawn as one point differ in more than the seed."""
-    by_x = {}
-    for c in cells:
-        by_x.setdefault(round(x_of(c), 9), []).append(c)
-    for x, group in sorted(by_x.items()):
-        if len(group) < 2:
-            continue
-        configs = [flat_config(c) for c in group]
-        keys = sorted({k for cfg in configs for k in cfg})
-        differ = [k for k in keys if len({repr(cfg.get(k)) for cfg in configs}) > 1]
-        if differ:
-            names = [k[len("method.params."):] if k.startswith("method.params.") else k for k in differ]
-            sys.stderr.write(f"note: '{name}' has {len(group)} cells at {x:g} {x_unit} that differ in "
-                             f"{', '.join(names)}; drawn as their mean (use --split {names[0]} to draw them "
-                             "apart)\n")
+def differing_keys(cells):
+    """Config keys (dotted; method parameters by their bare name) whose values differ among cells,
+    the seed left out."""
+    configs = [flat_config(c) for c in cells]
+    keys = sorted({k for cfg in configs for k in cfg})
+    differ = [k for k in keys if len({repr(cfg.get(k)) for cfg in configs}) > 1]
+    return [k[len("method.params."):] if k.startswith("method.params.") else k for k in differ]
 
 
 def reference(group_cells, metric):
     """The fp16 reference value for the metric, and where it came from; (None, None) if none."""
-    fp = [c.metrics[metric] for c in group_cells if c.method == REFERENCE_METHOD and metric in c.metrics]
-    if fp:
+    fp_cells = [c for c in group_cells if c.method == REFERENCE_METHOD and metric in c.metrics]
+    if fp_cells:
+        differ = differing_keys(fp_cells)
+        if differ:
+            sys.stderr.write(f"note: the fp16 reference for {metric} is the mean of {len(fp_cells)} fp16 cells that "
+                             f"differ in {', '.join(differ)} (select one with --experiment / --task / --model)\n")
+        fp = [c.metrics[metric] for c in fp_cells]
         return sum(fp) / len(fp), f"{REFERENCE_METHOD} cells ({len(fp)})"
     if metric == "ppl":
         carried = [c.metrics["ppl_fp16"] for c in group_cells if "ppl_fp16" in c.metrics]
@@ -111,6 +118,10 @@ def draw_panel(ax, series, styles, ref_value, ref_label):
         hi = [p["max"] - p["y"] for p in pts]
         if any(v > 0 for v in lo + hi):
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", ecolor=colour, capsize=3, linewidth=1)
+        for p in pts:
+            if p.get("label"):
+                ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 4), fontsize=7.5,
+                            color=colour)
     if ref_value is not None:
         ax.axhline(ref_value, color="black", linestyle="--", linewidth=1.2, label=ref_label, zorder=1)
 

@@ -4,9 +4,9 @@
 One figure per (model, task) in the selection, two panels sharing the metric axis: left, the
 metric against the average bits per K/V element ((bits_k + bits_v) / 2, or K or V alone with
 --bits); right, against the cache's memory relative to a 16-bit cache (or its bytes with
---memory bytes). One line per method, points sorted by x; cells of a line at the same x (seeds,
-or parameters not split out) are averaged and drawn with a min-max bar. The fp16 reference is a
-dashed line: the metric of the fp16 cells of that model and task, or for perplexity the ppl_fp16
+--memory bytes). One line per method (--split PARAM: per method and value of PARAM), a point per
+distinct config sorted by x; replicates that differ only in the seed are averaged and drawn with a
+min-max bar. The fp16 reference is a dashed line: the metric of the fp16 cells of that model and task, or for perplexity the ppl_fp16
 that every quantized ppl cell carries.
 
     /usr/bin/python3 plots/tradeoff.py --store results/kvlab.sqlite --metric ppl --out results/plots
@@ -24,7 +24,7 @@ from kvlab_results import describe_filters, load_results, select  # noqa: E402
 from plot_common import (ArgumentParser, PlotError, file_stem, method_styles, metric_label, pyplot,  # noqa: E402
                          run, save_figure, short_name)
 from series import (REFERENCE_METHOD, choose_yscale, config_value, draw_panel, drawable, group_series,  # noqa: E402
-                    note_averaged, parse_list, points, reference)
+                    parse_list, points, reference)
 
 
 def parse_args():
@@ -40,6 +40,8 @@ def parse_args():
     p.add_argument("--methods", help="comma list of methods to draw (default: all)")
     p.add_argument("--split", help="comma list of parameters that split a method into several lines "
                    "(e.g. residual, group); a name is a method parameter or a dotted config path")
+    p.add_argument("--label", help="annotate each point with this parameter's value (e.g. bits: the nominal "
+                   "width beside the bits actually held)")
     p.add_argument("--bits", choices=["avg", "k", "v"], default="avg",
                    help="left panel x: average of K and V bits (default), K bits or V bits")
     p.add_argument("--memory", choices=["ratio", "bytes"], default="ratio",
@@ -63,11 +65,12 @@ def plot_group(plt, args, model, task, cells, metric, source):
     ref_value, ref_from = reference(cells, metric)
     drawn = drawable(cells, metric, parse_list(args.methods))
     if not drawn:
-        raise PlotError(f"no quantized cell of model {model}, task {task} has metric '{metric}' to draw")
+        sys.stderr.write(f"note: model {model}, task {task}: no finite '{metric}' of a method drawn; no figure\n")
+        return None
     by_series = group_series(drawn, split)
     bits_label = {"avg": "average bits per K/V element", "k": "bits per key element",
                   "v": "bits per value element"}[args.bits]
-    mem_label = ("KV cache memory (fraction of a 16-bit cache)" if args.memory == "ratio"
+    mem_label = ("KV cache memory (% of a 16-bit cache)" if args.memory == "ratio"
                  else "KV cache size (MiB)")
     panels = {
         "bits": {"x": {"avg": "avg_bits", "k": "bits_k", "v": "bits_v"}[args.bits], "label": bits_label,
@@ -80,10 +83,8 @@ def plot_group(plt, args, model, task, cells, metric, source):
             "reference": None if ref_value is None else {"value": ref_value, "from": ref_from},
             "panels": {}}
     for key, panel in panels.items():
-        series = {name: points(by_series[name], metric, panel["of"]) for name in names}
+        series = {name: points(by_series[name], metric, panel["of"], args.label) for name in names}
         data["panels"][key] = {"x": panel["x"], "series": series}
-    for name, group in by_series.items():
-        note_averaged(name, group, panels["bits"]["of"], "bits")
 
     styles = method_styles(names)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
@@ -139,16 +140,26 @@ def main():
         if unknown:
             raise PlotError(f"--methods: no cell of method(s) {', '.join(unknown)} has metric '{args.metric}' "
                             f"(methods: {', '.join(sorted({c.method for c in with_metric}))})")
-    for name in parse_list(args.split):
+    for name in parse_list(args.split) + ([args.label] if args.label else []):
         if all(config_value(c, name) is None for c in with_metric):
-            raise PlotError(f"--split {name}: no cell with metric '{args.metric}' has a parameter '{name}'")
+            option = "--label" if name == args.label else "--split"
+            raise PlotError(f"{option} {name}: no cell with metric '{args.metric}' has a parameter '{name}'")
     groups = {}
     for c in chosen:
         groups.setdefault((c.model, c.task), []).append(c)
+    methods = parse_list(args.methods)
+    # Groups with nothing of the metric to draw (another task, only fp16, other methods) are skipped.
+    todo = [(key, group) for key, group in sorted(groups.items())
+            if any(args.metric in c.metrics and c.method != REFERENCE_METHOD and (not methods or c.method in methods)
+                   for c in group)]
+    nothing = (f"nothing to draw: no cell of a quantized method has a finite '{args.metric}' in the selection "
+               "(fp16 cells are the reference line, not a line of their own)")
+    if not todo:
+        raise PlotError(nothing)
     plt = pyplot()
-    for (model, task), group in sorted(groups.items()):
-        if any(args.metric in c.metrics and c.method != REFERENCE_METHOD for c in group):
-            plot_group(plt, args, model, task, group, args.metric, source)
+    wrote = [plot_group(plt, args, model, task, group, args.metric, source) for (model, task), group in todo]
+    if not any(wrote):
+        raise PlotError(nothing)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ struct Row {
   int64_t bytes;
   double ratio;
   std::map<std::string, double> metrics;
+  int seed = 0;
 };
 
 // Written in no particular order: the plots must sort by bits themselves.
@@ -38,6 +39,8 @@ const std::vector<Row>& rows() {
       {"u2", "tiny", "ppl", "uniform", {{"bits", 2}}, 2.5, 2.5, 640, 0.15625, {{"ppl", 14.0}, {"ppl_fp16", 10.0}, {"kl_mean", 0.3}}},
       {"m1", "tiny", "ppl", "kvmix", {{"k_budget", 2.5}}, 3.0, 3.4, 819, 0.2, {{"ppl", 10.6}, {"ppl_fp16", 10.0}, {"kl_mean", 0.04}}},
       {"k4", "tiny", "ppl", "kivi", {{"bits", 4}, {"residual", 32}}, 4.6, 4.4, 1188, 0.29, {{"ppl", 10.1}, {"ppl_fp16", 10.0}, {"kl_mean", 0.005}}},
+      // A replicate of u4 with another seed: averaged with it into one point.
+      {"u4s1", "tiny", "ppl", "uniform", {{"bits", 4}}, 4.5, 4.5, 1152, 0.28125, {{"ppl", 10.4}, {"ppl_fp16", 10.0}, {"kl_mean", 0.03}}, 1},
       {"u8", "tiny", "ppl", "uniform", {{"bits", 8}}, 8.5, 8.5, 2176, 0.53125, {{"ppl", 10.01}, {"ppl_fp16", 10.0}, {"kl_mean", 1e-4}}},
       {"k2b", "tiny", "ppl", "kivi", {{"bits", 2}, {"residual", 128}}, 2.6, 2.4, 778, 0.19, {{"ppl", 11.1}, {"ppl_fp16", 10.0}, {"kl_mean", 0.06}}},
       // A second model without an fp16 cell: its reference is the ppl_fp16 its cells carry.
@@ -61,7 +64,7 @@ const std::vector<Row>& rows() {
 json config_of(const Row& r) {
   return {{"model", r.model}, {"dtype", "float32"}, {"device", "cpu"},
           {"task", {{"name", r.task}, {"params", {{"ctx", 64}}}}},
-          {"method", {{"name", r.method}, {"params", r.params}}}, {"seed", 0}};
+          {"method", {{"name", r.method}, {"params", r.params}}}, {"seed", r.seed}};
 }
 
 void exec(sqlite3* db, const std::string& sql) {
@@ -193,8 +196,9 @@ class Plots : public ::testing::Test {
   test::TempDir tmp_;
 };
 
-// What the tiny/ppl figure must show without --split: kivi's two 2-bit cells (residual 32 and 128)
-// sit at the same average bits (2.5) and are drawn as their mean; the memory panel keeps them apart.
+// What the tiny/ppl figure must show: uniform's two 4-bit cells differ only in the seed and are one
+// point (their mean, with their range); kivi's two 2-bit cells differ in residual, so they are two
+// points at the same average bits (sorted by y) but apart on the memory axis.
 void expect_tiny_ppl(const json& j) {
   EXPECT_EQ(j["model"], "tiny");
   EXPECT_EQ(j["task"], "ppl");
@@ -202,15 +206,16 @@ void expect_tiny_ppl(const json& j) {
   EXPECT_NE(j["reference"]["from"].get<std::string>().find("fp16"), std::string::npos);
   const json& bits = j["panels"]["bits"]["series"];
   ASSERT_EQ(bits.size(), 3u) << bits.dump();  // fp16 is the reference, not a line
-  expect_points(bits["uniform"], {{2.5, 14.0}, {4.5, 10.2}, {8.5, 10.01}}, "uniform/bits");
-  expect_points(bits["kivi"], {{2.5, (11.5 + 11.1) / 2}, {4.5, 10.1}}, "kivi/bits");
-  EXPECT_EQ(bits["kivi"][0]["n"], 2);
-  EXPECT_NEAR(bits["kivi"][0]["min"].get<double>(), 11.1, 1e-12);
-  EXPECT_NEAR(bits["kivi"][0]["max"].get<double>(), 11.5, 1e-12);
+  expect_points(bits["uniform"], {{2.5, 14.0}, {4.5, (10.2 + 10.4) / 2}, {8.5, 10.01}}, "uniform/bits");
+  EXPECT_EQ(bits["uniform"][1]["n"], 2);
+  EXPECT_NEAR(bits["uniform"][1]["min"].get<double>(), 10.2, 1e-12);
+  EXPECT_NEAR(bits["uniform"][1]["max"].get<double>(), 10.4, 1e-12);
+  expect_points(bits["kivi"], {{2.5, 11.1}, {2.5, 11.5}, {4.5, 10.1}}, "kivi/bits");
+  EXPECT_EQ(bits["kivi"][0]["n"], 1);
   expect_points(bits["kvmix"], {{3.2, 10.6}}, "kvmix/bits");
   const json& mem = j["panels"]["memory"]["series"];
   EXPECT_EQ(j["panels"]["memory"]["x"], "memory_ratio");
-  expect_points(mem["uniform"], {{0.15625, 14.0}, {0.28125, 10.2}, {0.53125, 10.01}}, "uniform/memory");
+  expect_points(mem["uniform"], {{0.15625, 14.0}, {0.28125, 10.3}, {0.53125, 10.01}}, "uniform/memory");
   expect_points(mem["kivi"], {{0.16, 11.5}, {0.19, 11.1}, {0.29, 10.1}}, "kivi/memory");
   expect_points(mem["kvmix"], {{0.2, 10.6}}, "kvmix/memory");
 }
@@ -220,7 +225,6 @@ TEST_F(Plots, TradeoffDrawsEachModelsMethodsFromTheStore) {
   ASSERT_EQ(r.code, 0) << r.err;
   expect_png_and_pdf(out() + "/tradeoff_tiny_ppl_ppl");
   expect_tiny_ppl(read_json(out() + "/tradeoff_tiny_ppl_ppl.json"));
-  EXPECT_NE(r.err.find("residual"), std::string::npos) << "no note on averaged cells: " << r.err;
 
   // The second model gets its own figure; with no fp16 cell its reference is the carried ppl_fp16.
   expect_png_and_pdf(out() + "/tradeoff_small_ppl_ppl");
@@ -244,14 +248,17 @@ TEST_F(Plots, TradeoffFromTheCsvExportMatchesTheStore) {
 
 TEST_F(Plots, SplitDrawsOneLinePerParameterValueAndOtherMetricsWork) {
   test::CliRun r = plot("tradeoff --store " + store() + " --task ppl --metric kl_mean --split residual "
-                        "--model tiny --memory bytes --out " + out());
+                        "--model tiny --memory bytes --label bits --out " + out());
   ASSERT_EQ(r.code, 0) << r.err;
   const json j = read_json(out() + "/tradeoff_tiny_ppl_kl_mean.json");
   const json& bits = j["panels"]["bits"]["series"];
   ASSERT_EQ(bits.size(), 4u) << bits.dump();
   expect_points(bits["kivi residual=32"], {{2.5, 0.08}, {4.5, 0.005}}, "kivi R=32");
   expect_points(bits["kivi residual=128"], {{2.5, 0.06}}, "kivi R=128");
-  expect_points(bits["uniform"], {{2.5, 0.3}, {4.5, 0.01}, {8.5, 1e-4}}, "uniform");
+  EXPECT_EQ(bits["kivi residual=32"][0]["label"], "2");  // the nominal width beside the held bits
+  EXPECT_EQ(bits["kivi residual=32"][1]["label"], "4");
+  EXPECT_EQ(bits["kvmix"][0]["label"], "") << "kvmix has no 'bits' parameter";
+  expect_points(bits["uniform"], {{2.5, 0.3}, {4.5, 0.02}, {8.5, 1e-4}}, "uniform");
   EXPECT_EQ(j["panels"]["memory"]["x"], "cache_mib");
   expect_points(j["panels"]["memory"]["series"]["kvmix"], {{819 / 1048576.0, 0.04}}, "kvmix bytes");
   // KL spans three decades: log axis, where fp16's 0 cannot be drawn.
@@ -327,6 +334,7 @@ TEST_F(Plots, BadInputIsOneLineAndWritesNothing) {
   test::expect_one_line_error(plot("tradeoff --store " + store() + " --task nosuch"), "task=nosuch");
   test::expect_one_line_error(plot("tradeoff --store " + store() + " --bogus 1"), "--bogus");
   test::expect_one_line_error(plot("tradeoff --store " + store() + " --split nosuch"), "nosuch");
+  test::expect_one_line_error(plot("tradeoff --store " + store() + " --methods fp16"), "nothing to draw");
   test::expect_one_line_error(plot("tradoff --store " + store()), "did you mean 'tradeoff'");
   test::expect_one_line_error(plot("longbench --store " + store() + " --tasks qasper,nosuch"), "longbench/nosuch");
 
