@@ -1,5 +1,5 @@
 #pragma once
-// Runs the kvlab binary (KVLAB_BINARY) as a user would, capturing stdout, stderr and the exit code.
+// Runs the kvlab binary (KVLAB_BINARY), or any command, as a user would: stdout, stderr and exit code.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -18,9 +18,9 @@ struct CliRun {
   std::string err;  // stderr
 };
 
-// args is appended to the binary's path in a shell command line; stderr goes to err_path.
-inline CliRun run_kvlab(const std::string& args, const std::string& err_path, const std::string& env = "") {
-  const std::string cmd = env + (env.empty() ? "" : " ") + std::string(KVLAB_BINARY) + " " + args + " 2>" + err_path;
+// Runs a shell command line; stderr goes to err_path.
+inline CliRun run_command(const std::string& command, const std::string& err_path) {
+  const std::string cmd = command + " 2>" + err_path;
   CliRun r{};
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf{};
@@ -31,6 +31,11 @@ inline CliRun run_kvlab(const std::string& args, const std::string& err_path, co
   std::ifstream in(err_path);
   r.err.assign(std::istreambuf_iterator<char>(in), {});
   return r;
+}
+
+// kvlab with args (and environment assignments env before it).
+inline CliRun run_kvlab(const std::string& args, const std::string& err_path, const std::string& env = "") {
+  return run_command(env + (env.empty() ? "" : " ") + std::string(KVLAB_BINARY) + " " + args, err_path);
 }
 
 // A failed command says what is wrong in exactly one line on stderr that contains needle.

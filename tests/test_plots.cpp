@@ -321,38 +321,48 @@ TEST_F(Plots, ImportanceBarsCarryScoresRanksAndTiers) {
   EXPECT_EQ(j["v_tiers"], json({{"2", {1, 2, 4, 5}}, {"4", {0, 3}}}));
 }
 
-TEST_F(Plots, BadInputIsOneLineAndWritesNothing) {
+// Through kvlab: the script's one error line becomes kvlab's, whatever part fails.
+TEST_F(Plots, KvlabPlotErrorsAreOneLine) {
   const std::string missing = tmp_ / "no_such.sqlite";
   test::expect_one_line_error(plot("tradeoff --store " + missing + " --out " + out()), missing);
   EXPECT_FALSE(std::filesystem::exists(missing)) << "a missing store must not be created";
-  const test::CliRun unknown_metric = plot("tradeoff --store " + store() + " --metric perplexty --out " + out());
-  test::expect_one_line_error(unknown_metric, "metric 'perplexty' is not in");
-  EXPECT_NE(unknown_metric.err.find("available: kl_mean, longbench/avg"), std::string::npos) << "lists the metrics";
-  write_text(tmp_ / "notes.txt", "not a database, just text\n");
-  test::expect_one_line_error(plot("tradeoff --store " + tmp_ / "notes.txt"), "notes.txt");
-  test::expect_one_line_error(plot("tradeoff --out " + out()), "--store");
-  test::expect_one_line_error(plot("tradeoff --store " + store() + " --task nosuch"), "task=nosuch");
-  test::expect_one_line_error(plot("tradeoff --store " + store() + " --bogus 1"), "--bogus");
-  test::expect_one_line_error(plot("tradeoff --store " + store() + " --split nosuch"), "nosuch");
-  test::expect_one_line_error(plot("tradeoff --store " + store() + " --methods fp16"), "nothing to draw");
+  test::expect_one_line_error(plot("tradeoff --store " + store() + " --bogus 1"), "--bogus");  // argparse
   test::expect_one_line_error(plot("tradoff --store " + store()), "did you mean 'tradeoff'");
-  test::expect_one_line_error(plot("longbench --store " + store() + " --tasks qasper,nosuch"), "longbench/nosuch");
-
   std::string bad = kPlan;
   bad.replace(bad.find(", v_bits: 2, k_score: 0.2"), 11, "");  // layer 2 (line 8) loses v_bits
   write_text(tmp_ / "bad.yaml", bad);
   test::expect_one_line_error(plot("plan " + tmp_ / "bad.yaml" + " --out " + out()),
                               "bad.yaml:8: layers[2]: missing key 'v_bits'");
+  test::expect_one_line_error(plot("plan " + tmp_ / "bad.yaml", "KVLAB_PLOTS_DIR=" + tmp_ / "nowhere"),
+                              "KVLAB_PLOTS_DIR");
+  EXPECT_FALSE(std::filesystem::exists(out())) << "a failed plot wrote files";
+}
+
+// The scripts run directly (as the README's python command does; no LibTorch start-up per case).
+TEST_F(Plots, BadInputIsOneLineAndWritesNothing) {
+  auto script = [&](const std::string& name, const std::string& args) {
+    return test::run_command(python_for_plots() + " " + KVLAB_SOURCE_DIR + "/plots/" + name + " " + args,
+                                tmp_ / "stderr.txt");
+  };
+  const test::CliRun unknown_metric = script("tradeoff.py", "--store " + store() + " --metric perplexty --out " + out());
+  test::expect_one_line_error(unknown_metric, "metric 'perplexty' is not in");
+  EXPECT_NE(unknown_metric.err.find("available: kl_mean, longbench/avg"), std::string::npos) << "lists the metrics";
+  write_text(tmp_ / "notes.txt", "not a database, just text\n");
+  test::expect_one_line_error(script("tradeoff.py", "--store " + tmp_ / "notes.txt"), "notes.txt");
+  test::expect_one_line_error(script("tradeoff.py", "--out " + out()), "--store");
+  test::expect_one_line_error(script("tradeoff.py", "--store " + store() + " --task nosuch"), "task=nosuch");
+  test::expect_one_line_error(script("tradeoff.py", "--store " + store() + " --split nosuch"), "nosuch");
+  test::expect_one_line_error(script("tradeoff.py", "--store " + store() + " --methods fp16"), "nothing to draw");
+  test::expect_one_line_error(script("longbench.py", "--store " + store() + " --tasks qasper,nosuch"),
+                              "longbench/nosuch");
   std::string wide = kPlan;
   wide.replace(wide.find("k_bits: 3, v_bits: 2"), 9, "k_bits: 17");
   write_text(tmp_ / "wide.yaml", wide);
-  test::expect_one_line_error(plot("plan " + tmp_ / "wide.yaml"), "wide.yaml:11: layers[5].k_bits");
+  test::expect_one_line_error(script("plan.py", tmp_ / "wide.yaml"), "wide.yaml:11: layers[5].k_bits");
   write_text(tmp_ / "short.yaml", "method: kivi\nnum_layers: 2\nlayers:\n  - {layer: 0, k_bits: 2, v_bits: 2}\n"
                                   "  - {layer: 1, k_bits: 2, v_bits: 2}\n");
-  test::expect_one_line_error(plot("importance " + tmp_ / "short.yaml" + " --out " + out()), "k_score");
-  test::expect_one_line_error(plot("plan " + tmp_ / "absent.yaml"), "absent.yaml");
-  test::expect_one_line_error(plot("plan " + tmp_ / "bad.yaml", "KVLAB_PLOTS_DIR=" + tmp_ / "nowhere"),
-                              "KVLAB_PLOTS_DIR");
+  test::expect_one_line_error(script("importance.py", tmp_ / "short.yaml" + " --out " + out()), "k_score");
+  test::expect_one_line_error(script("plan.py", tmp_ / "absent.yaml"), "absent.yaml");
   EXPECT_FALSE(std::filesystem::exists(out())) << "a failed plot wrote files";
 }
 
