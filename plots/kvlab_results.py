@@ -6,7 +6,7 @@ SQLite store (written by `kvlab run`): tables `cells` (one row per finished cell
 (cell_id, name, value), as in the store schema.
 
 CSV export (`kvlab results export --csv`): one row per (cell, metric), with a header row naming
-these columns (any order; extra columns are ignored):
+these columns (comma-separated, any order; extra columns are ignored):
 
     cell_id, experiment, slug, model, task, method, config_json, bits_k, bits_v, cache_bytes,
     memory_ratio, seconds, device, git_rev, finished_at, metric, value
@@ -116,7 +116,7 @@ def load_csv(path):
     cells = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
+        header = reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
         missing = [c for c in REQUIRED_COLUMNS + ["metric", "value"] if c not in header]
         if missing:
             raise PlotError(f"results CSV '{path}': missing column(s) {', '.join(missing)} "
