@@ -13,7 +13,8 @@ these columns (comma-separated, any order; extra columns are ignored):
 
 The first fifteen are the `cells` columns, repeated on every row of the cell; `metric` and `value`
 are the metric's name and value (metrics.name, metrics.value). Empty fields read as missing.
-Required: cell_id, model, task, method, bits_k, bits_v, memory_ratio, cache_bytes, metric, value.
+Required: cell_id, model, task, method, bits_k, bits_v, metric, value (a cell without memory_ratio or
+cache_bytes is left out of the memory panel only).
 """
 
 import csv
@@ -26,7 +27,7 @@ from plot_common import PlotError
 CELL_COLUMNS = ["cell_id", "experiment", "slug", "model", "task", "method", "config_json", "bits_k", "bits_v",
                 "cache_bytes", "memory_ratio", "seconds", "device", "git_rev", "finished_at"]
 CSV_COLUMNS = CELL_COLUMNS + ["metric", "value"]
-REQUIRED_COLUMNS = ["cell_id", "model", "task", "method", "bits_k", "bits_v", "memory_ratio", "cache_bytes"]
+REQUIRED_COLUMNS = ["cell_id", "model", "task", "method", "bits_k", "bits_v"]
 NUMERIC_COLUMNS = {"bits_k": float, "bits_v": float, "cache_bytes": int, "memory_ratio": float, "seconds": float}
 
 

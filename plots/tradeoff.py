@@ -57,7 +57,10 @@ def x_bits(cell, which):
 
 
 def x_memory(cell, which):
-    return cell.memory_ratio if which == "ratio" else cell.cache_bytes / 2.0**20
+    """None when the cell has no memory figure (it is then left out of the memory panel)."""
+    if which == "ratio":
+        return cell.memory_ratio
+    return None if cell.cache_bytes is None else cell.cache_bytes / 2.0**20
 
 
 def plot_group(plt, args, model, task, cells, metric, source):
@@ -83,7 +86,12 @@ def plot_group(plt, args, model, task, cells, metric, source):
             "reference": None if ref_value is None else {"value": ref_value, "from": ref_from},
             "panels": {}}
     for key, panel in panels.items():
-        series = {name: points(by_series[name], metric, panel["of"], args.label) for name in names}
+        has_x = {name: [c for c in by_series[name] if panel["of"](c) is not None] for name in names}
+        lacking = sum(len(by_series[name]) - len(has_x[name]) for name in names)
+        if lacking:
+            sys.stderr.write(f"note: {lacking} cell(s) of model {model}, task {task} have no {panel['x']}; "
+                             f"left out of the {key} panel\n")
+        series = {name: points(has_x[name], metric, panel["of"], args.label) for name in names if has_x[name]}
         data["panels"][key] = {"x": panel["x"], "series": series}
 
     styles = method_styles(names)
