@@ -16,5 +16,6 @@ int methods(const Args& args);
 int profile(const Args& args);   // a method's calibration step (kvlab/quant/calibration.h)
 int search(const Args& args);
 int train(const Args& args);
+int plot(const Args& args);      // runs the matplotlib scripts in plots/
 
 }  // namespace kvlab::cli
