@@ -271,9 +271,10 @@ TEST(KvTunerLoss, EqualsTheQuantizedPerplexityEvaluator) {
   opt.progress = false;
   const auto want = evaluate_quantized_perplexity(m, tok.encode(calib_text(), false), opt, plan);
   EXPECT_GT(want.kl_mean, 1e-4);
-  EXPECT_NEAR(got.kl_mean, want.kl_mean, 1e-6 * want.kl_mean);
-  EXPECT_NEAR(got.mean_nll, want.quantized.mean_nll(), 1e-9);
-  EXPECT_NEAR(got.ref_nll, want.reference.mean_nll(), 1e-9);
+  // Batched windows vs one at a time: the same up to fp32 rounding (which can flip a code).
+  EXPECT_NEAR(got.kl_mean, want.kl_mean, 1e-4 * want.kl_mean);
+  EXPECT_NEAR(got.mean_nll, want.quantized.mean_nll(), 1e-5 * want.quantized.mean_nll());
+  EXPECT_NEAR(got.ref_nll, want.reference.mean_nll(), 1e-6 * want.reference.mean_nll());
   EXPECT_DOUBLE_EQ(got.value(kvtuner::LossKind::PPL), got.mean_nll - got.ref_nll);
   // An all-full-precision plan loses nothing.
   EXPECT_EQ(loss.measure(s.plan({{16, 16}, {16, 16}, {16, 16}})).kl_mean, 0.0);
@@ -400,7 +401,7 @@ TEST(KvTunerSearch, EndToEndOnASmallModel) {
   for (const auto& l : plan.layers) bits += 0.5 * (l.k_bits + l.v_bits);
   bits /= 3;
   EXPECT_LE(bits, 3.5 + 1e-9);
-  EXPECT_DOUBLE_EQ(plan.extra["choice"]["avg_bits"].as<double>(), bits);
+  EXPECT_NEAR(plan.extra["choice"]["avg_bits"].as<double>(), bits, 1e-6);
   EXPECT_TRUE(plan.extra["choice"]["measured_loss"]);  // re-measured
   EXPECT_EQ(plan.calibration["pairs"].as<std::string>(), "K16V16,K8V4,K4V4,K4V2,K2V4,K2V2");
   // The measured loss of the chosen plan is what the method's plan gives.

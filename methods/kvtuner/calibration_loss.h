@@ -4,8 +4,9 @@
 //   kl   mean KL(P_fp || P_plan) of the next-token distributions over all predicted tokens, or
 //   ppl  the increase of the mean next-token NLL (log-perplexity) over the full-precision model.
 // Windows run through the streaming cache with token-by-token semantics, exactly as
-// evaluate_quantized_perplexity runs them; the full-precision logits are computed once and kept
-// (up to 2 GiB; beyond that they are recomputed per measurement).
+// evaluate_quantized_perplexity runs them, batched (windows of equal length, up to 16 or 256 MiB
+// of logits a forward); the full-precision logits are computed once and kept (up to 2 GiB; beyond
+// that they are recomputed per measurement).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -34,10 +35,10 @@ class CalibrationLoss {
   int64_t predicted_tokens() const { return predicted_; }
 
  private:
-  at::Tensor reference_logits(size_t w);  // [L-1, V] fp32
+  at::Tensor reference_logits(size_t b);  // [B, L-1, V] fp32 of batch b
   LlamaModel& model_;
-  std::vector<std::vector<int64_t>> windows_;
-  std::vector<at::Tensor> ref_;           // cached reference logits (empty when too large)
+  std::vector<at::Tensor> batches_;       // [B, L] int64 token ids; windows of equal length
+  std::vector<at::Tensor> ref_;           // cached reference logits per batch (empty when too large)
   double ref_nll_sum_ = 0;
   int64_t predicted_ = 0;
 };

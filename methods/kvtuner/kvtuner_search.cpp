@@ -168,9 +168,9 @@ std::string run_search(CalibrationContext& ctx) {
   for (size_t i = 0; i < search.front.size(); ++i) {
     const PlanPoint& pt = search.front[i];
     YAML::Node n(YAML::NodeType::Map);
-    n["avg_bits"] = pt.avg_bits;
-    n["estimated_loss"] = pt.loss;
-    if (measured.front[i]) n["measured_loss"] = measured.front[i]->value(kind);
+    n["avg_bits"] = yaml_number(pt.avg_bits);
+    n["estimated_loss"] = yaml_number(pt.loss);
+    if (measured.front[i]) n["measured_loss"] = yaml_number(measured.front[i]->value(kind));
     n["pairs"] = name_list(pairs, pt.layer_pair);
     n.SetStyle(YAML::EmitterStyle::Flow);
     front.push_back(n);
@@ -179,9 +179,9 @@ std::string run_search(CalibrationContext& ctx) {
                              pair_names(pairs, pt.layer_pair, " "));
   }
   YAML::Node space(YAML::NodeType::Map);
-  space["raw"] = search.space.raw;
-  space["after_pruning"] = search.space.pruned;
-  space["after_clustering"] = search.space.clustered;
+  space["raw"] = yaml_number(search.space.raw);
+  space["after_pruning"] = yaml_number(search.space.pruned);
+  space["after_clustering"] = yaml_number(search.space.clustered);
   space["clusters"] = search.space.clusters;
   space.SetStyle(YAML::EmitterStyle::Flow);
   YAML::Node clusters(YAML::NodeType::Sequence);
@@ -216,13 +216,13 @@ std::string run_search(CalibrationContext& ctx) {
   plan.model = ctx.model_dir;
   plan.calibration = p.to_yaml();
   YAML::Node choice(YAML::NodeType::Map);
-  choice["target_bits"] = target;
-  choice["avg_bits"] = pick.avg_bits;
-  choice["estimated_loss"] = pick.loss;
+  choice["target_bits"] = yaml_number(target);
+  choice["avg_bits"] = yaml_number(pick.avg_bits);
+  choice["estimated_loss"] = yaml_number(pick.loss);
   if (measured.front[*chosen]) {
-    choice["measured_loss"] = measured.front[*chosen]->value(kind);
-    choice["measured_kl"] = measured.front[*chosen]->kl_mean;
-    choice["measured_nll_increase"] = measured.front[*chosen]->mean_nll - measured.front[*chosen]->ref_nll;
+    choice["measured_loss"] = yaml_number(measured.front[*chosen]->value(kind));
+    choice["measured_kl"] = yaml_number(measured.front[*chosen]->kl_mean);
+    choice["measured_nll_increase"] = yaml_number(measured.front[*chosen]->mean_nll - measured.front[*chosen]->ref_nll);
   }
   choice["front_point"] = *chosen;
   choice.SetStyle(YAML::EmitterStyle::Flow);
@@ -237,7 +237,7 @@ std::string run_search(CalibrationContext& ctx) {
     pl.k_bits = bp.k, pl.v_bits = bp.v;
     pl.node = YAML::Node(YAML::NodeType::Map);
     pl.node["cluster"] = cluster_of[l];
-    pl.node["loss"] = sens[l][pick.layer_pair[l]];  // single-layer loss of the chosen pair
+    pl.node["loss"] = yaml_number(sens[l][pick.layer_pair[l]]);  // single-layer loss of the chosen pair
     plan.layers.push_back(pl);
   }
   const std::string path = out + "/plan.yaml";

@@ -40,7 +40,7 @@ YAML::Node per_head(const at::Tensor& t) {
   YAML::Node out(YAML::NodeType::Sequence);
   for (int64_t h = 0; h < x.size(0); ++h) {
     YAML::Node row(YAML::NodeType::Sequence);
-    for (int64_t d = 0; d < x.size(1); ++d) row.push_back(std::stod(fmt::format("{:.6g}", v[h * x.size(1) + d])));
+    for (int64_t d = 0; d < x.size(1); ++d) row.push_back(yaml_number(v[h * x.size(1) + d], 6));
     row.SetStyle(YAML::EmitterStyle::Flow);
     out.push_back(row);
   }

@@ -33,9 +33,9 @@ int bits_of(const YAML::Node& n, const std::string& where) {
   return b;
 }
 
-void emit(YAML::Emitter& out, const YAML::Node& n) { out << n; }
-
 }  // namespace
+
+YAML::Node yaml_number(double v, int digits) { return YAML::Node(fmt::format("{:.{}g}", v, digits)); }
 
 PlanFile PlanFile::load(const std::string& path) {
   YAML::Node root;
@@ -109,8 +109,7 @@ void PlanFile::save(const std::string& out_path) const {
   out << YAML::EndMap;
   if (extra)
     for (const auto& kv : extra) {
-      out << YAML::Key << kv.first << YAML::Value;
-      emit(out, kv.second);
+      out << YAML::Key << kv.first << YAML::Value << kv.second;
     }
   out << YAML::Key << "layers" << YAML::Value << YAML::BeginSeq;
   for (size_t i = 0; i < layers.size(); ++i) {

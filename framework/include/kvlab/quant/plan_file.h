@@ -45,4 +45,8 @@ struct PlanFile {
   void save(const std::string& path) const;
 };
 
+// A YAML number written with `digits` significant digits (yaml-cpp would write 2.2 as
+// 2.2000000000000002): for scores and losses in plan files.
+YAML::Node yaml_number(double v, int digits = 7);
+
 }  // namespace kvlab
