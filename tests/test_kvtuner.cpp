@@ -299,6 +299,11 @@ TEST(KvTunerMethod, ReadsPerLayerPairsFromAPlanFile) {
   EXPECT_EQ(plan.layers[0].k.granularity, Granularity::PerToken);
   EXPECT_EQ(plan.layers[0].k.group, 8);
   EXPECT_EQ(plan.layers[0].k_flush.tokens_to_flush(3, 1), 3);
+  // ... and the method's resolved parameters (what results record) say so.
+  const auto method = reg.create("kvtuner", YAML::Load("{plan: " + (tmp / "p.yaml") + ", residual: 8}"));
+  EXPECT_EQ(method->params().string("mode"), "per-token");
+  EXPECT_EQ(method->params().integer("group"), 8);
+  EXPECT_EQ(method->params().integer("residual"), 8);
   plan = reg.create("kvtuner", YAML::Load("{plan: " + (tmp / "p.yaml") + ", mode: kivi, residual: 16}"))->plan(c);
   EXPECT_EQ(plan.layers[0].k.granularity, Granularity::PerChannel);
   EXPECT_EQ(plan.layers[0].k.group, 8);

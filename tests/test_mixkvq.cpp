@@ -258,7 +258,8 @@ TEST(MixKvqProfile, EndToEndOnASmallModel) {
   auto& reg = MethodRegistry::instance();
   const CachePlan cp = reg.create("mixkvq", YAML::Load("{plan: " + (tmp / "plan.yaml") + ", residual: 16}"))->plan(c);
   ASSERT_EQ(cp.layers.size(), 2u);
-  EXPECT_EQ(cp.layers[0].k.group, 8);  // the plan's group
+  EXPECT_EQ(cp.layers[0].k.group, 8);  // the plan's group, also in the resolved parameters
+  EXPECT_EQ(reg.create("mixkvq", YAML::Load("{plan: " + (tmp / "plan.yaml") + "}"))->params().integer("group"), 8);
   EXPECT_EQ(cp.layers[0].k.bits, 2);
   EXPECT_EQ(cp.layers[0].k.head_exact_channels,
             plan.layers[0].node["k_exact_channels"].as<std::vector<std::vector<int64_t>>>());

@@ -5,7 +5,7 @@
 //
 // The scheme parameters (mode, group, residual, param_dtype, prefill) default to the values the
 // plan was searched with (its calibration section), so a plan runs as it was measured; setting
-// one explicitly overrides the plan.
+// one explicitly overrides the plan. The plan is read when the method is created.
 #include <fmt/format.h>
 
 #include "kvlab/common/error.h"
@@ -19,15 +19,33 @@ class KvTunerMethod : public KvMethod {
  public:
   using KvMethod::KvMethod;
 
-  static MethodInfo info() {
+  static std::vector<ParamSpec> param_specs() {
     std::vector<ParamSpec> params = {
         ParamSpec::string("plan", "", "plan file with per-layer k_bits / v_bits (kvlab search kvtuner --out DIR writes DIR/plan.yaml)")};
     for (auto& p : Scheme::params()) {
       p.help += " (default: the plan's)";
       params.push_back(p);
     }
+    return params;
+  }
+
+  static MethodInfo info() {
     return {"kvtuner", "KVTuner (ICML 2025): a searched (K bits, V bits) pair per layer, read from a plan file",
-            params, [](const ParamSet& p) { return std::make_unique<KvTunerMethod>(p); }};
+            param_specs(), [](const ParamSet& p) { return std::make_unique<KvTunerMethod>(with_plan_scheme(p)); }};
+  }
+
+  // The scheme parameters not set explicitly take the plan's values (its calibration section), so
+  // the method's resolved parameters, which results record, are the ones that run.
+  static ParamSet with_plan_scheme(const ParamSet& p) {
+    if (p.string("plan").empty()) return p;
+    const PlanFile file = PlanFile::load(p.string("plan"));
+    const YAML::Node given = p.to_yaml();
+    YAML::Node merged(YAML::NodeType::Map);
+    for (const auto& spec : param_specs()) {
+      if (p.was_given(spec.name)) merged[spec.name] = given[spec.name];
+      else if (spec.name != "plan" && file.calibration[spec.name]) merged[spec.name] = file.calibration[spec.name];
+    }
+    return ParamSet::resolve(param_specs(), merged, fmt::format("plan file {}: calibration", file.path));
   }
 
   CachePlan plan(const ModelConfig& c) const override {
@@ -36,19 +54,9 @@ class KvTunerMethod : public KvMethod {
       fail("kvtuner: no plan file (set plan=FILE; `kvlab search kvtuner --model DIR --calib FILE --out DIR` writes one)");
     const PlanFile file = PlanFile::load(p.string("plan"));
     file.check("kvtuner", c.num_hidden_layers);
-
-    // The plan's scheme, overridden by what was set explicitly.
-    YAML::Node scheme_params(YAML::NodeType::Map);
-    for (const auto& spec : Scheme::params()) {
-      if (p.was_given(spec.name)) scheme_params[spec.name] = p.to_yaml()[spec.name];
-      else if (file.calibration[spec.name]) scheme_params[spec.name] = file.calibration[spec.name];
-    }
-    const Scheme scheme =
-        Scheme::from(ParamSet::resolve(Scheme::params(), scheme_params, fmt::format("plan file {}: calibration", file.path)));
-
     std::vector<BitPair> pairs;
     for (const auto& l : file.layers) pairs.push_back({l.k_bits, l.v_bits});
-    CachePlan plan = scheme.plan(pairs);
+    CachePlan plan = Scheme::from(p).plan(pairs);
     try {
       plan.validate(c.num_hidden_layers, c.head_dim);
     } catch (const Error& e) {

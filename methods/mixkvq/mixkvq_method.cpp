@@ -2,8 +2,8 @@
 // channels that are both hard to quantize and weighted by queries (channel_salience.h) stay in full
 // precision; the other key channels are quantized per-channel (G tokens a group), values per-token
 // (G channels a group), with a residual of the R newest tokens exact (KIVI's flush rule; the paper
-// uses R = 128). The channels come from a plan file written by `kvlab profile mixkvq`; the group
-// defaults to the one the plan's key ranges were measured with.
+// uses R = 128). The channels come from a plan file written by `kvlab profile mixkvq` (read when
+// the method is created); the group defaults to the one the plan's key ranges were measured with.
 //
 // Two tiers (full precision + low-bit) where the paper has three (BF16 / 4-bit / 2-bit): the cache
 // stores one bit width per stream, so the middle tier is not offered; the exact channels are kept
@@ -51,19 +51,38 @@ class MixKvqMethod : public KvMethod {
   using KvMethod::KvMethod;
 
   static MethodInfo info() {
-    namespace cp = common_params;
     return {"mixkvq",
             "MixKVQ: salient key channels (query relevance x key range) per head in full precision, the rest "
             "per-channel low-bit; values per-token",
-            {ParamSpec::string("plan", "", "channel plan written by `kvlab profile mixkvq`"),
+            param_specs(), [](const ParamSet& p) { return std::make_unique<MixKvqMethod>(with_plan_group(p)); }};
+  }
+
+  static std::vector<ParamSpec> param_specs() {
+    namespace cp = common_params;
+    ParamSpec group = cp::group(32);
+    group.help += " (default: the plan's)";
+    return {ParamSpec::string("plan", "", "channel plan written by `kvlab profile mixkvq`"),
              ParamSpec::real("fraction", -1.0, "re-select this fraction of channels per head from the plan's "
                                                "salience (-1: the plan's k_exact_channels)", -1.0, 0.99),
              ParamSpec::integer("k_bits", 0, "bit width of the quantized key channels (0: the plan's)", {}, {},
                                 {"0", "1", "2", "3", "4", "8"}),
              ParamSpec::integer("v_bits", 0, "bit width of values (0: the plan's)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
-             cp::group(32), ParamSpec::integer("residual", 128, "R: newest tokens kept exact (a multiple of group)", 0),
-             cp::param_dtype(), cp::prefill()},
-            [](const ParamSet& p) { return std::make_unique<MixKvqMethod>(p); }};
+             group, ParamSpec::integer("residual", 128, "R: newest tokens kept exact (a multiple of group)", 0),
+             cp::param_dtype(), cp::prefill()};
+  }
+
+  // The group the plan's key ranges were measured with, unless set explicitly (so the resolved
+  // parameters, which results record, are the ones that run).
+  static ParamSet with_plan_group(const ParamSet& p) {
+    if (p.string("plan").empty() || p.was_given("group")) return p;
+    const PlanFile file = PlanFile::load(p.string("plan"));
+    if (!file.calibration["group"]) return p;
+    YAML::Node merged(YAML::NodeType::Map);
+    const YAML::Node given = p.to_yaml();
+    for (const auto& spec : param_specs())
+      if (p.was_given(spec.name)) merged[spec.name] = given[spec.name];
+    merged["group"] = file.calibration["group"];
+    return ParamSet::resolve(param_specs(), merged, fmt::format("plan file {}: calibration", file.path));
   }
 
   CachePlan plan(const ModelConfig& c) const override {
@@ -74,16 +93,7 @@ class MixKvqMethod : public KvMethod {
     file.check("mixkvq", c.num_hidden_layers);
     const int64_t H = c.num_key_value_heads, D = c.head_dim;
     const double fraction = p.real("fraction");
-    // The group the plan's key ranges were measured with, unless set explicitly.
-    int64_t G = p.integer("group");
-    if (!p.was_given("group") && file.calibration["group"]) {
-      try {
-        G = file.calibration["group"].as<int64_t>();
-      } catch (const YAML::Exception&) {
-        fail("plan file {}: calibration.group: '{}' is not an integer", file.path, file.calibration["group"].Scalar());
-      }
-    }
-    const int64_t R = p.integer("residual");
+    const int64_t G = p.integer("group"), R = p.integer("residual");
 
     CachePlan plan;
     plan.method = "mixkvq";
