@@ -286,6 +286,16 @@ TEST(MixKvqProfile, EndToEndOnASmallModel) {
   // The channel lists are in the bytes: 2 layers x 2 heads x 2 ids x 8 bytes.
   EXPECT_EQ(fast.bytes.keys.metadata, 2 * 2 * 2 * 8);
 
+  // With no exact channels MixKVQ is KIVI (same G, R, bits): the same numbers exactly.
+  const CachePlan none =
+      reg.create("mixkvq", YAML::Load("{plan: " + (tmp / "plan.yaml") + ", fraction: 0, residual: 16}"))->plan(c);
+  const CachePlan kivi = reg.create("kivi", YAML::Load("{bits: 2, group: 8, residual: 16}"))->plan(c);
+  const auto a = evaluate_quantized_perplexity(m, ids, opt, none), b = evaluate_quantized_perplexity(m, ids, opt, kivi);
+  EXPECT_EQ(a.kl_mean, b.kl_mean);
+  EXPECT_EQ(a.quantized.nll_sum, b.quantized.nll_sum);
+  EXPECT_EQ(a.bytes.total(), b.bytes.total());
+  EXPECT_LT(fast.kl_mean, a.kl_mean);  // 2 of 8 key channels exact: less drift than none
+
   // A hand-edited plan with the wrong number of head lists names the file and the key.
   std::ifstream in(tmp / "plan.yaml");
   std::string body((std::istreambuf_iterator<char>(in)), {});
