@@ -191,6 +191,35 @@ TEST(KvmixCalibrationData, JsonlRecordsAreDrawnWithoutReplacementAndRendered) {
   }
 }
 
+// The faithful mode's real inputs: a LongBench task's own jsonl rendered with the official template.
+TEST(KvmixCalibrationData, LongBenchRecordsUseTheOfficialTemplate) {
+  if (!test::have_shared()) GTEST_SKIP() << "../shared is absent: skipping the LongBench calibration check";
+  const std::string lb = test::shared_dir() + "/data/longbench";
+  ByteTokenizer tok;
+  kvmix::CalibrationDataOptions o;
+  o.path = lb + "/minilongbench_jsonl_noprompt/trec.jsonl";
+  o.templates = lb + "/official_config/dataset2prompt.json";
+  o.samples = 3;
+  o.max_len = 1 << 20;  // whole prompts
+  const auto p = kvmix::load_calibration_prompts(tok, o);
+  ASSERT_EQ(p.prompts.size(), 3u);
+  std::ifstream tin(o.templates);
+  const std::string tmpl = nlohmann::json::parse(tin)["trec"].get<std::string>();
+  std::ifstream din(o.path);
+  std::vector<nlohmann::json> records;
+  for (std::string line; std::getline(din, line);)
+    if (!line.empty()) records.push_back(nlohmann::json::parse(line));
+  EXPECT_EQ(p.available, static_cast<int64_t>(records.size()));
+  for (size_t k = 0; k < 3; ++k) {
+    const auto& rec = records[static_cast<size_t>(std::stoi(p.sources[k].substr(5)) - 1)];
+    std::string expected = tmpl;  // the template with {context} and {input} substituted
+    const std::string ctx = rec["context"], input = rec["input"];
+    expected.replace(expected.find("{context}"), 9, ctx);
+    expected.replace(expected.rfind("{input}"), 7, input);
+    EXPECT_EQ(std::string(p.prompts[k].begin(), p.prompts[k].end()), expected) << p.sources[k];
+  }
+}
+
 // The registered step end to end: it writes a plan whose scores are the profiler's, whose bits are
 // the allocation's, and which the kvmix method accepts.
 TEST(KvmixProfileStep, WritesAPlanTheMethodAccepts) {
