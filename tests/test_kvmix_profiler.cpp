@@ -182,6 +182,24 @@ TEST(KvmixCalibrationData, JsonlRecordsAreDrawnWithoutReplacementAndRendered) {
   const std::string first(t.prompts[0].begin(), t.prompts[0].end());
   const int line = std::stoi(t.sources[0].substr(5));  // "line N" -> record N - 1
   EXPECT_EQ(first, "Classify. ctx" + std::to_string(line - 1) + "|q" + std::to_string(line - 1) + " {literal}");
+  // C4-style records: the text itself; a record with neither form is an error naming its line.
+  std::ofstream(tmp / "c4.jsonl") << R"({"text": "hello world", "url": "u"})" << "\n\n"
+                                  << R"({"text": "second doc"})" << "\n";
+  o.path = tmp / "c4.jsonl";
+  o.templates.clear();
+  const auto c4 = kvmix::load_calibration_prompts(tok, o);
+  ASSERT_EQ(c4.prompts.size(), 2u);
+  std::set<std::string> texts;
+  for (const auto& pr : c4.prompts) texts.emplace(pr.begin(), pr.end());
+  EXPECT_EQ(texts, (std::set<std::string>{"hello world", "second doc"}));
+  std::ofstream(tmp / "odd.jsonl") << R"({"text": "fine"})" << "\n" << R"({"body": "no"})" << "\n";
+  o.path = tmp / "odd.jsonl";
+  try {
+    kvmix::load_calibration_prompts(tok, o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("odd.jsonl line 2"), std::string::npos) << e.what();
+  }
   // A template naming a field the record lacks.
   try {
     kvmix::render_template("{context} {question}", {{"context", "c"}}, "task.jsonl line 3");
