@@ -15,6 +15,8 @@
 #include "../methods/kvmix/kvmix_plan_file.h"
 #include "../methods/kvmix/kvmix_profiler.h"
 #include "kvlab/common/error.h"
+#include "kvlab/eval/quantized_perplexity.h"
+#include "kvlab/model/llama2c_import.h"
 #include "kvlab/model/llama_model.h"
 #include "kvlab/quant/calibration.h"
 #include "kvlab/quant/kv_method.h"
@@ -292,6 +294,46 @@ TEST(KvmixProfileStep, WritesAPlanTheMethodAccepts) {
   CalibrationContext bad_ctx{m, tok, "(random)", bad, tmp / "plan2.yaml", false};
   EXPECT_THROW(step.run(bad_ctx), Error);
   EXPECT_FALSE(std::filesystem::exists(tmp / "plan2.yaml"));
+}
+
+// The method's premise on a real trained model (stories260K; calibration on WikiText-2 validation,
+// evaluation on WikiText-2 test): at the same bit budget, giving the extra bits to the layers with
+// the largest gradient scores disturbs the model less (KL to full precision) than giving them to
+// the layers with the smallest scores.
+TEST(KvmixStories260K, GradientRankingBeatsTheReversedRanking) {
+  if (!test::have_shared()) GTEST_SKIP() << "../shared is absent: skipping the stories260K profile";
+  const std::string data = test::shared_dir() + "/data";
+  test::TempDir tmp;
+  convert_llama2c(data + "/models/stories260K/stories260K.bin", data + "/models/stories260K/tok512.bin", tmp.str());
+  LlamaModel m = LlamaModel::load(tmp.str());
+  auto tok = load_tokenizer(tmp.str());
+  const auto& step = CalibrationRegistry::instance().find("profile", "kvmix");
+  const ParamSet p = ParamSet::resolve(
+      step.params,
+      YAML::Load("{calib: " + data + "/wikitext-2/wiki.valid.tokens, samples: 8, max_len: 128, bos: true}"), "test");
+  CalibrationContext ctx{m, *tok, tmp.str(), p, tmp / "plan.yaml", false};
+  step.run(ctx);
+  auto plan = kvmix::read_plan_file(tmp / "plan.yaml");
+  for (auto& l : plan.layers) l.k_score = 1.0 / *l.k_score, l.v_score = 1.0 / *l.v_score;
+  kvmix::write_plan_file(plan, tmp / "reversed.yaml");
+
+  std::ifstream in(data + "/wikitext-2-raw/wiki.test.raw");
+  std::string text(40000, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  const std::vector<int32_t> ids = tok->encode(text, false);
+  PerplexityOptions opt;
+  opt.ctx = 128;
+  opt.max_windows = 8;
+  opt.bos_id = 1;
+  opt.progress = false;
+  auto kl = [&](const std::string& file) {
+    const auto method = MethodRegistry::instance().create(
+        "kvmix", YAML::Load("{plan: " + file + ", bits_from: scores, group: 8, k_avg_bits: 2.4, v_avg_bits: 2.4}"));
+    return evaluate_quantized_perplexity(m, ids, opt, method->plan(m.config())).kl_mean;
+  };
+  const double by_gradient = kl(tmp / "plan.yaml"), reversed = kl(tmp / "reversed.yaml");
+  EXPECT_GT(by_gradient, 0.0);
+  EXPECT_LT(by_gradient, 0.9 * reversed) << "gradient " << by_gradient << " reversed " << reversed;
 }
 
 // ---- the kvlab command ------------------------------------------------------------------------
