@@ -172,7 +172,9 @@ void write_plan_file(const PlanFile& plan, const std::string& path) {
   if (!e.good()) fail("writing plan '{}': {}", path, e.GetLastError());
 
   const std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  std::error_code ec;
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path(), ec);
+  if (ec) fail("cannot create the folder of plan file '{}': {}", path, ec.message());
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
@@ -182,7 +184,6 @@ void write_plan_file(const PlanFile& plan, const std::string& path) {
     out << e.c_str() << "\n";
     if (!out) fail("cannot write plan file '{}'", tmp);
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, target, ec);
   if (ec) fail("cannot move '{}' to '{}': {}", tmp, path, ec.message());
 }
