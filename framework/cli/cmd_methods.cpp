@@ -17,7 +17,7 @@ int methods(const Args& args) {
     fmt::print("{}\n  {}\n", m.name, m.description);
     for (const auto& p : m.params) {
       const std::string range = p.range_text();
-      fmt::print("    {:<12} {:<6} default {:<15} {}{}\n", p.name, p.type_name(), p.default_value, p.help,
+      fmt::print("    {:<16} {:<6} default {:<15} {}{}\n", p.name, p.type_name(), p.default_value, p.help,
                  range.empty() ? "" : " [" + range + "]");
     }
     if (m.params.empty()) fmt::print("    (no parameters)\n");
