@@ -10,6 +10,7 @@
 #include "kvlab/eval/passkey.h"
 #include "kvlab/model/llama_model.h"
 #include "kvlab/tokenizer/tokenizer.h"
+#include "../tokenizer/unicode.h"
 
 namespace kvlab {
 
@@ -55,7 +56,7 @@ SyntheticEvalResult evaluate_synthetic(LlamaModel& model, const Tokenizer& tok, 
     for (int64_t k = 0; k < n; ++k) {
       const SyntheticSample& sample = samples[static_cast<size_t>(s + k)];
       const auto& out = g.tokens[static_cast<size_t>(k)];
-      const std::string text = tok.decode(std::vector<int32_t>(out.begin(), out.end()), true);
+      const std::string text = unicode::utf8_lossy(tok.decode(std::vector<int32_t>(out.begin(), out.end()), true));
       r.answers.push_back(sample.answer);
       r.predictions.push_back(text);
       r.correct += synthetic_match(text, sample.answer) ? 1 : 0;

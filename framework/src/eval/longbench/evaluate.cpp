@@ -14,6 +14,7 @@
 #include "kvlab/eval/longbench/records.h"
 #include "kvlab/model/llama_model.h"
 #include "kvlab/tokenizer/tokenizer.h"
+#include "../../tokenizer/unicode.h"
 
 namespace kvlab::longbench {
 
@@ -122,7 +123,10 @@ EvalResult evaluate_longbench(LlamaModel& model, const Tokenizer& tok, const Cac
         const size_t i = batch[k];
         const Record& r = d.records[i];
         const std::vector<int32_t> out(g.tokens[k].begin(), g.tokens[k].end());
-        predictions[i] = {tok.decode(out, /*skip_special=*/true), r.answers, r.all_classes, r.length, r.id};
+        // As Python's str: bytes left invalid by a cut multi-byte character become U+FFFD, so the
+        // score computed here is the one a re-read of the written file gives.
+        const std::string text = unicode::utf8_lossy(tok.decode(out, /*skip_special=*/true));
+        predictions[i] = {text, r.answers, r.all_classes, r.length, r.id};
         run.prompt_tokens += static_cast<int64_t>(ids[k].size());
         run.generated_tokens += static_cast<int64_t>(out.size());
         tokens += static_cast<int64_t>(ids[k].size() + out.size());
