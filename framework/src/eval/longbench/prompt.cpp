@@ -43,6 +43,7 @@ ChatStyle parse_chat_style(const std::string& name) {
 }
 
 ChatStyle detect_chat_style(const std::string& model_dir) {
+  if (model_dir.empty()) return ChatStyle::None;  // a model built in memory
   const auto path = std::filesystem::path(model_dir) / "tokenizer_config.json";
   if (!std::filesystem::exists(path)) return ChatStyle::None;
   nlohmann::json j;
