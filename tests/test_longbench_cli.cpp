@@ -3,42 +3,20 @@
 // passkey` sweeps lengths x depths; errors are one line and a non-zero exit.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <sys/wait.h>
 
+#include "cli_run.h"
 #include "test_helpers.h"
 
 namespace kvlab {
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
+using test::CliRun;
+using test::expect_one_line_error;
 
-CliResult kvlab(const std::string& args, const test::TempDir& tmp) {
-  const std::string err_path = tmp / "stderr.txt";
-  FILE* p = popen((std::string(KVLAB_BINARY) + " " + args + " 2>" + err_path).c_str(), "r");
-  CliResult r{};
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  return r;
-}
-
-void expect_one_line_error(const CliResult& r, const std::string& needle) {
-  EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-}
+CliRun kvlab(const std::string& args, const test::TempDir& tmp) { return test::run_kvlab(args, tmp / "stderr.txt"); }
 
 const std::string kFixtures = std::string(KVLAB_TEST_DATA) + "/longbench";
 
@@ -46,7 +24,7 @@ class LongBenchCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new test::TempDir();
-    const CliResult r = kvlab("make-model --shape tiny --out " + *tmp_ / "tiny" + " --seed 3", *tmp_);
+    const CliRun r = kvlab("make-model --shape tiny --out " + *tmp_ / "tiny" + " --seed 3", *tmp_);
     ASSERT_EQ(r.code, 0) << r.err;
     std::filesystem::create_directories(*tmp_ / "data");
     std::ofstream trec(*tmp_ / "data/trec.jsonl");
@@ -67,7 +45,7 @@ TEST(LongBenchScoreCli, PrintsTheFixtureScores) {
   test::TempDir tmp;
   std::ifstream in(kFixtures + "/expected.json");
   const auto e = nlohmann::json::parse(in);
-  CliResult r = kvlab("longbench score " + kFixtures + "/preds --json", tmp);
+  CliRun r = kvlab("longbench score " + kFixtures + "/preds --json", tmp);
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   for (const auto& [task, score] : e["scores"].items()) EXPECT_EQ(j[task].get<double>(), score.get<double>()) << task;
@@ -89,7 +67,7 @@ TEST(LongBenchScoreCli, PrintsTheFixtureScores) {
 
 TEST_F(LongBenchCli, EvalWritesPredictionsThatScoreIdentically) {
   const std::string preds = *tmp_ / "preds";
-  CliResult r = kvlab("eval longbench --threads 1 --model " + model() + " --data " + *tmp_ / "data" +
+  CliRun r = kvlab("eval longbench --threads 1 --model " + model() + " --data " + *tmp_ / "data" +
                     " --tasks trec,hotpotqa --max-new 3 --method kivi --set group=8 --set residual=16 --out " + preds +
                     " --json",
                 *tmp_);
@@ -110,7 +88,7 @@ TEST_F(LongBenchCli, EvalWritesPredictionsThatScoreIdentically) {
 }
 
 TEST_F(LongBenchCli, PasskeySweepsLengthsAndDepths) {
-  CliResult r = kvlab("eval passkey --threads 1 --model " + model() + " --lengths 160,192 --depths 0,1 --samples 2 --max-new 3 --json", *tmp_);
+  CliRun r = kvlab("eval passkey --threads 1 --model " + model() + " --lengths 160,192 --depths 0,1 --samples 2 --max-new 3 --json", *tmp_);
   ASSERT_EQ(r.code, 0) << r.err;
   std::istringstream lines(r.out);
   std::string line;

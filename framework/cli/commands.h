@@ -17,6 +17,8 @@ int convert(const Args& args);
 int methods(const Args& args);
 int profile(const Args& args);   // a method's calibration step (kvlab/quant/calibration.h)
 int search(const Args& args);
+int train(const Args& args);
+int plot(const Args& args);      // runs the matplotlib scripts in plots/
 int longbench(const Args& args);  // longbench score PRED_DIR
 
 // Bodies of `kvlab eval <task>` beyond ppl (cmd_eval_longbench.cpp).

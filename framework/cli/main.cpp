@@ -25,7 +25,9 @@ const std::map<std::string, Command>& commands() {
       {"methods", {kvlab::cli::methods, "list the KV-cache methods with their parameters and defaults"}},
       {"profile", {kvlab::cli::profile, "run a method's profiling step (profile kvmix ...) and write its plan"}},
       {"search", {kvlab::cli::search, "run a method's search step (search kvtuner ...) and write its plans"}},
+      {"train", {kvlab::cli::train, "train a Llama-architecture model from scratch on a text file (HF checkpoint out)"}},
       {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
+      {"plot", {kvlab::cli::plot, "figures from results or a plan: plot tradeoff|plan|importance|longbench"}},
   };
   return table;
 }
