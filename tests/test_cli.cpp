@@ -99,5 +99,42 @@ TEST_F(Cli, ErrorsAreOneLine) {
   expect_one_line_error(run_kvlab("eval ppl --model " + broken + " --text /dev/null", *tmp_), "model.safetensors");
 }
 
+// The calibration steps through the command line: options derived from their parameters, a plan
+// written and passed back to eval ppl, and bad options as one-line errors.
+TEST_F(Cli, KvTunerSearchAndMixKvqProfile) {
+  const std::string text = std::string(KVLAB_SOURCE_DIR) + "/datasets/tiny/tokenizer_corpus.txt";
+  const std::string common = " --model " + model() + " --calib " + text + " --samples 2 --max-len 32 --quiet";
+  CliRun r = run_kvlab("search kvtuner" + common + " --pairs K4V4,K2V2 --group 16 --residual 16 --target-bits 3 --out " +
+                           *tmp_ / "kvt",
+                       *tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("search space: 16 combinations"), std::string::npos) << r.out;  // 2 pairs ^ 4 layers
+  EXPECT_NE(r.out.find("wrote " + *tmp_ / "kvt/plan.yaml"), std::string::npos) << r.out;
+  r = run_kvlab("eval ppl --model " + model() + " --text " + text + " --ctx 32 --max-windows 2 --json --method kvtuner" +
+                    " --set plan=" + *tmp_ / "kvt/plan.yaml",
+                *tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["method"], "kvtuner");
+  EXPECT_EQ(j["params"]["group"], 16);  // from the plan
+
+  r = run_kvlab("profile mixkvq" + common + " --fraction 0.125 --group 16 --out " + *tmp_ / "mix.yaml", *tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = run_kvlab("eval ppl --model " + model() + " --text " + text + " --ctx 32 --max-windows 2 --json --method mixkvq" +
+                    " --set plan=" + *tmp_ / "mix.yaml" + " --set residual=16",
+                *tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["cache_bytes"].get<int>(), 0);
+
+  expect_one_line_error(run_kvlab("search kvtuner" + common + " --pairs K5V4 --out " + *tmp_ / "bad", *tmp_), "--pairs");
+  expect_one_line_error(run_kvlab("profile mixkvq" + common + " --fraction 2 --out " + *tmp_ / "m2.yaml", *tmp_),
+                        "fraction");
+  expect_one_line_error(run_kvlab("eval ppl --model " + model() + " --text " + text + " --method kvtuner --set plan=" +
+                                      *tmp_ / "absent.yaml",
+                                  *tmp_),
+                        "absent.yaml");
+}
+
 }  // namespace
 }  // namespace kvlab

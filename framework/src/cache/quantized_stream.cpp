@@ -11,6 +11,11 @@ namespace {
 
 at::ScalarType param_dtype(ParamType p) { return p == ParamType::F16 ? at::kHalf : at::kFloat; }
 
+// idx [H, C] channel ids per head -> [B, H, T, C], the index gather/scatter along dim 3 take.
+at::Tensor channel_index(const at::Tensor& idx, int64_t B, int64_t T) {
+  return idx.view({1, idx.size(0), 1, idx.size(1)}).expand({B, idx.size(0), T, idx.size(1)});
+}
+
 }  // namespace
 
 QuantizedStream::QuantizedStream(TensorQuantSpec spec, FlushRule rule) : spec_(spec), rule_(rule) {
@@ -45,13 +50,19 @@ void QuantizedStream::append(const at::Tensor& x) {
     G_ = spec_.quantized() ? spec_.resolved_group(D_) : 0;
     Dq_ = spec_.quantized() ? spec_.quantized_dim(D_) : D_;
     if (spec_.quantized() && has_exact_channels()) {
-      std::vector<int64_t> rest;
-      for (int64_t d = 0, i = 0; d < D_; ++d) {
-        if (i < static_cast<int64_t>(spec_.exact_channels.size()) && spec_.exact_channels[i] == d) ++i;
-        else rest.push_back(d);
+      const auto& per_head = spec_.head_exact_channels;
+      if (!per_head.empty() && static_cast<int64_t>(per_head.size()) != H_)
+        fail("kv cache: {} per-head exact-channel lists for {} kv heads", per_head.size(), H_);
+      std::vector<int64_t> exact, rest;  // [H, n_exact], [H, Dq] row-major
+      for (int64_t h = 0; h < H_; ++h) {
+        const auto& list = per_head.empty() ? spec_.exact_channels : per_head[static_cast<size_t>(h)];
+        for (int64_t d = 0, i = 0; d < D_; ++d) {
+          if (i < static_cast<int64_t>(list.size()) && list[static_cast<size_t>(i)] == d) ++i, exact.push_back(d);
+          else rest.push_back(d);
+        }
       }
-      exact_idx_ = at::tensor(spec_.exact_channels, at::kLong).to(x.device());
-      quant_idx_ = at::tensor(rest, at::kLong).to(x.device());
+      exact_idx_ = at::tensor(exact, at::kLong).view({H_, -1}).to(x.device());
+      quant_idx_ = at::tensor(rest, at::kLong).view({H_, -1}).to(x.device());
     }
     full_buf_ = at::empty({B_, H_, 64, D_}, x.options());
   } else if (x.size(0) != B_ || x.size(1) != H_ || x.size(3) != D_) {
@@ -90,7 +101,7 @@ void QuantizedStream::reserve_packed(int64_t tokens) {
   }
   zeros = spec_.symmetric ? at::Tensor() : at::zeros_like(scales);
   if (has_exact_channels()) {
-    at::Tensor kept = at::zeros({B_, H_, cap, exact_idx_.size(0)}, full_buf_.options());
+    at::Tensor kept = at::zeros({B_, H_, cap, exact_idx_.size(1)}, full_buf_.options());
     if (packed_ > 0) kept.narrow(2, 0, packed_).copy_(kept_.narrow(2, 0, packed_));
     kept_ = kept;
   }
@@ -113,8 +124,8 @@ void QuantizedStream::quantize_oldest(int64_t n) {
   // The kernels read fp32 rows; this copy is the only conversion. Exact channels stay as they are.
   at::Tensor slice = full_buf_.narrow(2, full_begin_, n);
   if (has_exact_channels()) {
-    kept_.narrow(2, packed_, n).copy_(slice.index_select(3, exact_idx_));
-    slice = slice.index_select(3, quant_idx_);
+    kept_.narrow(2, packed_, n).copy_(at::gather(slice, 3, channel_index(exact_idx_, B_, n)));
+    slice = at::gather(slice, 3, channel_index(quant_idx_, B_, n));
   }
   at::Tensor src = slice.to(at::kFloat).contiguous();  // [B, H, n, Dq]
   const kernels::QuantShape shape{spec_.bits, G_, spec_.symmetric};
@@ -200,8 +211,8 @@ at::Tensor QuantizedStream::dequantized() const {
   });
   if (!has_exact_channels()) return out;
   at::Tensor whole = at::empty({B_, H_, packed_, D_}, at::kFloat);
-  whole.index_copy_(3, quant_idx_, out);
-  whole.index_copy_(3, exact_idx_, kept_.narrow(2, 0, packed_).to(at::kFloat));
+  whole.scatter_(3, channel_index(quant_idx_, B_, packed_), out);
+  whole.scatter_(3, channel_index(exact_idx_, B_, packed_), kept_.narrow(2, 0, packed_).to(at::kFloat));
   return whole;
 }
 
@@ -210,7 +221,9 @@ ByteBreakdown QuantizedStream::bytes() const {
   if (!full_buf_.defined()) return b;
   const int64_t elem = static_cast<int64_t>(full_buf_.element_size());
   b.full_precision = B_ * H_ * full_len_ * D_ * elem;
-  if (has_exact_channels() && spec_.quantized()) b.metadata = exact_idx_.numel() * 8;  // the channel ids (int64)
+  // The channel ids (int64): one list, or one per head.
+  if (has_exact_channels() && spec_.quantized())
+    b.metadata = (spec_.head_exact_channels.empty() ? exact_idx_.size(1) : exact_idx_.numel()) * 8;
   if (packed_ == 0) return b;
   const int64_t psize = spec_.param == ParamType::F16 ? 2 : 4;
   const int64_t per_group = spec_.symmetric ? 1 : 2;

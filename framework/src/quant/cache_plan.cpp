@@ -31,7 +31,9 @@ std::string TensorQuantSpec::describe() const {
   if (!quantized()) return "fp";
   return fmt::format("{}b {} G{}{}{}{}", bits, granularity_name(granularity), group, symmetric ? " sym" : "",
                      param == ParamType::F32 ? " f32-params" : "",
-                     exact_channels.empty() ? "" : fmt::format(" +{} exact ch", exact_channels.size()));
+                     exact_count() == 0 ? ""
+                     : head_exact_channels.empty() ? fmt::format(" +{} exact ch", exact_count())
+                                                   : fmt::format(" +{} exact ch/head", exact_count()));
 }
 
 void TensorQuantSpec::validate(int64_t head_dim, const std::string& where) const {
@@ -41,21 +43,34 @@ void TensorQuantSpec::validate(int64_t head_dim, const std::string& where) const
   }
   if (!kernels::valid_bits(bits)) fail("{}: bits must be 1, 2, 3, 4, 8 or 16, got {}", where, bits);
   if (symmetric && bits < 2) fail("{}: symmetric quantization needs at least 2 bits, got {}", where, bits);
-  for (size_t i = 0; i < exact_channels.size(); ++i) {
-    const int64_t c = exact_channels[i];
-    if (c < 0 || c >= head_dim) fail("{}: exact channel {} is outside head_dim {}", where, c, head_dim);
-    if (i > 0 && c <= exact_channels[i - 1]) fail("{}: exact channels must be sorted and unique (at {})", where, c);
+  auto check_list = [&](const std::vector<int64_t>& list, const std::string& what) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const int64_t c = list[i];
+      if (c < 0 || c >= head_dim) fail("{}: exact channel {}{} is outside head_dim {}", where, c, what, head_dim);
+      if (i > 0 && c <= list[i - 1]) fail("{}: exact channels{} must be sorted and unique (at {})", where, what, c);
+    }
+  };
+  check_list(exact_channels, "");
+  if (!head_exact_channels.empty()) {
+    if (!exact_channels.empty()) fail("{}: set exact_channels or head_exact_channels, not both", where);
+    for (size_t h = 0; h < head_exact_channels.size(); ++h) {
+      const std::string what = fmt::format(" of head {}", h);
+      if (head_exact_channels[h].size() != head_exact_channels[0].size())
+        fail("{}: head {} has {} exact channels, head 0 has {} (every head needs the same count)", where, h,
+             head_exact_channels[h].size(), head_exact_channels[0].size());
+      check_list(head_exact_channels[h], what);
+    }
   }
   const int64_t dq = quantized_dim(head_dim);
   if (dq <= 0) fail("{}: all {} channels are exact; nothing left to quantize", where, head_dim);
   if (granularity == Granularity::PerToken) {
     const int64_t g = resolved_group(head_dim);
     if (g <= 0 || dq % g != 0) {
-      if (exact_channels.empty())
+      if (exact_count() == 0)
         fail("{}: per-token group size {} does not divide head_dim {} (set group to a divisor of {})", where, group,
              head_dim, head_dim);
       fail("{}: per-token group size {} does not divide the {} quantized channels (head_dim {} minus {} exact)",
-           where, group, dq, head_dim, exact_channels.size());
+           where, group, dq, head_dim, exact_count());
     }
   } else if (group <= 0) {
     fail("{}: per-channel group size must be a positive number of tokens, got {}", where, group);

@@ -35,7 +35,7 @@ class QuantizedStream {
   at::Tensor full() const;          // [B, H, full_tokens, D] view, model dtype
   at::Tensor dequantized() const;   // [B, H, packed_tokens, D] fp32 (a copy)
   kernels::PackedStream packed_view(int64_t b, int64_t h) const;  // for the attention kernel
-  bool has_exact_channels() const { return !spec_.exact_channels.empty(); }
+  bool has_exact_channels() const { return spec_.exact_count() > 0; }
   ByteBreakdown bytes() const;
   int64_t capacity_bytes() const;
   void reset();
@@ -51,7 +51,9 @@ class QuantizedStream {
   FlushRule rule_;
   int64_t B_ = 0, H_ = 0, D_ = 0, G_ = 0;
   int64_t Dq_ = 0;                     // quantized channels (D_ minus the exact ones)
-  at::Tensor exact_idx_, quant_idx_;   // channel ids (int64) when spec_.exact_channels is set
+  // Channel ids (int64) per head when the spec has exact channels: exact_idx_ [H, n_exact],
+  // quant_idx_ [H, Dq] (rows equal when one list serves every head).
+  at::Tensor exact_idx_, quant_idx_;
   at::Tensor kept_;                    // [B, H, cap, n_exact] exact channels of packed tokens
   int64_t packed_ = 0;                 // tokens in the packed part
   // Packed storage (capacity grows by doubling):

@@ -27,9 +27,16 @@ struct TensorQuantSpec {
   // Channels kept in the model's dtype, never quantized (MixKVQ's salient channels); sorted,
   // unique, fewer than head_dim. Groups and codes cover the remaining channels in order.
   std::vector<int64_t> exact_channels;
+  // The same per kv-head instead (MixKVQ selects per head): one list per head, every list sorted,
+  // unique and of the same length, so all heads share one packed layout. Set this or exact_channels.
+  std::vector<std::vector<int64_t>> head_exact_channels;  // [kv_heads][n_exact]
 
   bool quantized() const { return bits < 16; }
-  int64_t quantized_dim(int64_t head_dim) const { return head_dim - static_cast<int64_t>(exact_channels.size()); }
+  // Exact channels per head (either form).
+  int64_t exact_count() const {
+    return static_cast<int64_t>(head_exact_channels.empty() ? exact_channels.size() : head_exact_channels[0].size());
+  }
+  int64_t quantized_dim(int64_t head_dim) const { return head_dim - exact_count(); }
   // G for a head of head_dim channels: -1 means all the quantized channels.
   int64_t resolved_group(int64_t head_dim) const { return group < 0 ? quantized_dim(head_dim) : group; }
   // Nominal bits per element: b + (scale + zero bits) / G over the quantized channels, 16 for the
