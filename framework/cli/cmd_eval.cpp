@@ -105,12 +105,18 @@ int eval_ppl(const Args& args) {
 
 int eval(const Args& args) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    fmt::print("usage: kvlab eval <task> [options]\n\ntasks:\n  ppl   perplexity over non-overlapping windows\n");
+    fmt::print("usage: kvlab eval <task> [options]\n\ntasks:\n  ppl        perplexity over non-overlapping windows\n"
+               "  longbench  LongBench v1 generation, scored as the benchmark\n"
+               "  passkey    pass key retrieval over context lengths and depths\n"
+               "  needle     needle in a haystack over context lengths and depths\n");
     return args.empty() ? 2 : 0;
   }
   const Args rest(args.begin() + 1, args.end());
   if (args[0] == "ppl") return eval_ppl(rest);
-  fail("unknown eval task '{}' (valid: ppl)", args[0]);
+  if (args[0] == "longbench") return eval_longbench(rest);
+  if (args[0] == "passkey") return eval_synthetic(rest, SyntheticKind::Passkey);
+  if (args[0] == "needle") return eval_synthetic(rest, SyntheticKind::Needle);
+  fail("unknown eval task '{}' (valid: ppl, longbench, passkey, needle)", args[0]);
 }
 
 }  // namespace kvlab::cli

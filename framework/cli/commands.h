@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "kvlab/eval/passkey.h"
+
 namespace kvlab::cli {
 
 using Args = std::vector<std::string>;
@@ -17,5 +19,10 @@ int profile(const Args& args);   // a method's calibration step (kvlab/quant/cal
 int search(const Args& args);
 int train(const Args& args);
 int plot(const Args& args);      // runs the matplotlib scripts in plots/
+int longbench(const Args& args);  // longbench score PRED_DIR
+
+// Bodies of `kvlab eval <task>` beyond ppl (cmd_eval_longbench.cpp).
+int eval_longbench(const Args& args);
+int eval_synthetic(const Args& args, SyntheticKind kind);
 
 }  // namespace kvlab::cli

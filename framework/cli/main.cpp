@@ -20,7 +20,8 @@ const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"make-model", {kvlab::cli::make_model, "write an HF-format checkpoint with random weights for a shape"}},
       {"generate", {kvlab::cli::generate, "greedy generation from a prompt, with tokens/s"}},
-      {"eval", {kvlab::cli::eval, "evaluate a model: eval ppl (perplexity over windows)"}},
+      {"eval", {kvlab::cli::eval, "evaluate a model: eval ppl | longbench | passkey | needle"}},
+      {"longbench", {kvlab::cli::longbench, "longbench score PRED_DIR: score prediction files as LongBench's eval.py"}},
       {"methods", {kvlab::cli::methods, "list the KV-cache methods with their parameters and defaults"}},
       {"profile", {kvlab::cli::profile, "run a method's profiling step (profile kvmix ...) and write its plan"}},
       {"search", {kvlab::cli::search, "run a method's search step (search kvtuner ...) and write its plans"}},

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "kvlab/common/error.h"
 
@@ -44,7 +45,13 @@ GenerateResult greedy_generate(LlamaModel& model, KvCache& cache,
   std::vector<bool> done(static_cast<size_t>(B), false);
   auto t1 = clock::now();
   for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
-    at::Tensor next = logits.select(1, 0).argmax(-1).to(at::kCPU);  // [B]
+    at::Tensor step_logits = logits.select(1, 0);  // [B, V]
+    if (step < opt.min_new_tokens && !opt.stop_ids.empty()) {
+      step_logits = step_logits.clone();
+      for (int64_t id : opt.stop_ids)
+        if (id >= 0 && id < step_logits.size(1)) step_logits.select(1, id).fill_(-std::numeric_limits<float>::infinity());
+    }
+    at::Tensor next = step_logits.argmax(-1).to(at::kCPU);  // [B]
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
       if (done[static_cast<size_t>(b)]) continue;

@@ -9,6 +9,9 @@ namespace kvlab {
 TaskRegistry::TaskRegistry() {
   // One line per task.
   tasks_.push_back(perplexity_task_info());
+  tasks_.push_back(longbench_task_info());
+  tasks_.push_back(passkey_task_info());
+  tasks_.push_back(needle_task_info());
 }
 
 const TaskRegistry& TaskRegistry::instance() {

@@ -12,6 +12,7 @@ namespace kvlab {
 struct GenerateOptions {
   int64_t max_new_tokens = 64;
   std::vector<int64_t> stop_ids;    // a sequence stops after emitting one of these
+  int64_t min_new_tokens = 0;       // stop ids are masked out of the first this-many steps (HF min_length)
   bool prefill_token_by_token = false;  // feed the prompt one token at a time (a check of decode)
 };
 

@@ -77,5 +77,8 @@ class TaskRegistry {
 
 // The built-in tasks (one function per task file).
 TaskInfo perplexity_task_info();
+TaskInfo longbench_task_info();   // longbench_task.cpp
+TaskInfo passkey_task_info();     // passkey_task.cpp
+TaskInfo needle_task_info();      // passkey_task.cpp
 
 }  // namespace kvlab

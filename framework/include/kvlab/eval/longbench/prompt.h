@@ -1,0 +1,56 @@
+#pragma once
+// From a LongBench record to the token ids the model reads, as the benchmark's pred.py builds them:
+//   1. fill the task's template (str.format with the record's fields);
+//   2. tokenize it with the tokenizer's own special tokens (BOS), untruncated;
+//   3. if longer than max_length tokens, keep the first and the last max_length / 2 tokens, decode
+//      each half without special tokens and join the two strings (middle truncation: the
+//      instructions sit at both ends);
+//   4. wrap it in the model's chat template, except for the tasks pred.py leaves plain (trec,
+//      triviaqa, samsum, lcc, repobench-p: their prompts are few-shot continuations);
+//   5. tokenize again, with the special tokens.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kvlab/eval/longbench/records.h"
+#include "kvlab/eval/longbench/task_spec.h"
+
+namespace kvlab {
+class Tokenizer;
+}
+
+namespace kvlab::longbench {
+
+// Chat templates, as plain text around the prompt (the tokenizer adds BOS itself):
+//   llama2   "[INST]{prompt}[/INST]"                         (LongBench's own pred.py for Llama-2-chat)
+//   llama3   "<|start_header_id|>user<|end_header_id|>\n\n{prompt, trimmed}<|eot_id|>"
+//            "<|start_header_id|>assistant<|end_header_id|>\n\n"  (Llama-3-Instruct's template)
+//   mistral  "[INST] {prompt} [/INST]"                       (Mistral-Instruct v0.1/v0.2)
+//   qwen2    ChatML with Qwen2's default system message
+//   none     the prompt unchanged (base models)
+enum class ChatStyle { None, Llama2, Llama3, Mistral, Qwen2 };
+std::vector<std::string> chat_style_names();          // "none", "llama2", "llama3", "mistral", "qwen2"
+std::string chat_style_name(ChatStyle s);
+ChatStyle parse_chat_style(const std::string& name);  // throws listing the valid names
+// The style of the checkpoint's tokenizer_config.json chat_template (recognised by its markers);
+// None when the checkpoint has no chat template (a base model) or one of another family.
+ChatStyle detect_chat_style(const std::string& model_dir);
+// "auto" -> detect_chat_style(model_dir), anything else -> parse_chat_style.
+ChatStyle resolve_chat_style(const std::string& name, const std::string& model_dir);
+std::string apply_chat_template(ChatStyle style, const std::string& prompt);
+
+// str.format(**record) for the benchmark's templates: {context}, {input}, {dataset}, {language},
+// {length}, {_id}; {{ and }} are literal braces. Throws on any other field.
+std::string format_prompt(const std::string& prompt_template, const Record& record);
+
+struct BuiltPrompt {
+  std::vector<int32_t> ids;     // what the model reads (special tokens included)
+  int64_t untruncated_tokens;   // tokens of the filled template before truncation
+  bool truncated = false;
+};
+
+// Steps 1-5 above. max_length >= 2.
+BuiltPrompt build_prompt(const Tokenizer& tokenizer, const TaskSpec& task, const Record& record, int64_t max_length,
+                         ChatStyle chat);
+
+}  // namespace kvlab::longbench
