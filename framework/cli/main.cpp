@@ -24,6 +24,9 @@ const std::map<std::string, Command>& commands() {
       {"methods", {kvlab::cli::methods, "list the KV-cache methods with their parameters and defaults"}},
       {"profile", {kvlab::cli::profile, "run a method's profiling step (profile kvmix ...) and write its plan"}},
       {"search", {kvlab::cli::search, "run a method's search step (search kvtuner ...) and write its plans"}},
+      {"run", {kvlab::cli::run, "run an experiment (YAML: models x tasks x methods x sweep) into a results store"}},
+      {"results", {kvlab::cli::results, "results show|export|merge: tables, CSV/JSONL, joining stores"}},
+      {"slurm", {kvlab::cli::slurm, "write sbatch scripts running an experiment as an array of shards + a merge"}},
       {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
   };
   return table;
