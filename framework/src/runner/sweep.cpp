@@ -382,6 +382,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
                                                {"device", model.device}, {"params", cp.to_json()}};
                 cell.calibration_key = info.present ? calibration_key(inputs) : "";
                 method_json["calibration"] = {{"step", step->verb}, {"params", cp.to_json()}};
+                method_json["params"][step->plan_param] = "auto";  // "" and "auto" are the same cell
                 const std::string cached =
                     cell.calibration_key.empty() ? "" : find_cached_plan(opt.cache_dir, me.name, cell.calibration_key);
                 if (!cached.empty()) {
