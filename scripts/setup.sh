@@ -11,6 +11,7 @@ PACKAGES=(
   nlohmann-json3-dev libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-matplotlib python3-numpy           # plots/ (run with /usr/bin/python3)
+  bible-kjv                                  # the KJV corpus of the reference model (datasets/kjv/prepare.py)
 )
 
 missing=()

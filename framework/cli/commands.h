@@ -18,5 +18,6 @@ int search(const Args& args);
 int run(const Args& args);       // an experiment spec (kvlab/runner/)
 int results(const Args& args);   // results show|export|merge
 int slurm(const Args& args);     // sbatch scripts for an experiment's shards
+int train(const Args& args);
 
 }  // namespace kvlab::cli

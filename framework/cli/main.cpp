@@ -27,6 +27,7 @@ const std::map<std::string, Command>& commands() {
       {"run", {kvlab::cli::run, "run an experiment (YAML: models x tasks x methods x sweep) into a results store"}},
       {"results", {kvlab::cli::results, "results show|export|merge: tables, CSV/JSONL, joining stores"}},
       {"slurm", {kvlab::cli::slurm, "write sbatch scripts running an experiment as an array of shards + a merge"}},
+      {"train", {kvlab::cli::train, "train a Llama-architecture model from scratch on a text file (HF checkpoint out)"}},
       {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
   };
   return table;
