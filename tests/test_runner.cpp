@@ -109,6 +109,37 @@ const std::string& tiny_model() {
   return path;
 }
 
+// A method with its own `seed` (like kvmix's random ranking) and a calibration step, which also
+// works without a plan when `planless` is 1 (like kvmix with bits_from=random).
+class SeededTestMethod : public KvMethod {
+ public:
+  using KvMethod::KvMethod;
+  static MethodInfo info() {
+    return {"test-runner-seeded", "test method: a seed parameter; needs its plan unless planless=1",
+            {ParamSpec::string("plan", "", "plan file"), ParamSpec::integer("seed", 7, "seed", 0),
+             ParamSpec::integer("planless", 0, "works without a plan", 0, 1)},
+            [](const ParamSet& p) { return std::make_unique<SeededTestMethod>(p); }};
+  }
+  CachePlan plan(const ModelConfig& c) const override {
+    if (params().string("plan").empty() && !params().integer("planless")) fail("test-runner-seeded: needs a plan");
+    CachePlan plan;
+    plan.method = "test-runner-seeded";
+    plan.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+    for (auto& l : plan.layers) l.k_flush.kind = l.v_flush.kind = FlushRule::Kind::Never;
+    return plan;
+  }
+};
+KVLAB_REGISTER_METHOD(SeededTestMethod)
+
+CalibrationInfo seeded_step() {
+  return {"test-runner-seeded", "search", "test step", {ParamSpec::integer("seed", 42, "seed", 0)}, "plan",
+          [](CalibrationContext& ctx) {
+            std::ofstream(ctx.out) << "seed: " << ctx.params.integer("seed") << "\n";
+            return ctx.out;
+          }};
+}
+KVLAB_REGISTER_CALIBRATION(seeded_step)
+
 std::string write_spec(const test::TempDir& dir, const std::string& methods) {
   std::ofstream(dir / "t.yaml") << "name: t\nmodels:\n  - {name: tiny, path: " << tiny_model() << "}\n"
                                 << "tasks:\n  - name: ppl\n    params: {text: \"${repo}/datasets/tiny/tokenizer_corpus.txt\", "
@@ -317,6 +348,39 @@ TEST(Runner, ShardsTogetherRunTheGridOnce) {
   o.store = dir / "fresh.sqlite";
   o.skip_done_in = {dir / "shard0.sqlite", dir / "shard1.sqlite"};
   EXPECT_EQ(run_experiment(spec, o).ran, 0);
+}
+
+TEST(Runner, TheCellSeedReachesSeedParametersOnlyWhenTheSpecSetsIt) {
+  test::TempDir dir;
+  auto cells = [&](const std::string& methods) {
+    return build_grid(ExperimentSpec::load(write_spec(dir, methods)), GridOptions{}).cells;
+  };
+  // No seed in the spec: the parameters keep their own defaults.
+  auto c = cells("methods:\n  - {name: test-runner-seeded, params: {planless: 1}}\n");
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].config["seed"], 0);
+  EXPECT_EQ(c[0].config["method"]["params"]["seed"], 7);
+  EXPECT_EQ(c[0].calibration, nullptr);  // works without a plan: no calibration
+  // A swept seed sets the method's and the calibration step's seed.
+  c = cells("methods:\n  - test-runner-seeded\nsweep:\n  seed: [1, 2]\n");
+  ASSERT_EQ(c.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(c[i].config["method"]["params"]["seed"], i + 1);
+    EXPECT_EQ(c[i].config["method"]["calibration"]["params"]["seed"], i + 1);
+    EXPECT_NE(c[i].calibration, nullptr);  // needs its plan: calibrated
+    EXPECT_EQ(c[i].config["method"]["params"]["plan"], "auto");
+  }
+  EXPECT_NE(c[0].calibration_key, c[1].calibration_key);
+  // A fixed seed parameter stays; the cells still differ by their seed.
+  c = cells("methods:\n  - {name: test-runner-seeded, params: {seed: 9, planless: 1}}\nsweep:\n  seed: [1, 2]\n");
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].config["method"]["params"]["seed"], 9);
+  EXPECT_EQ(c[1].config["method"]["params"]["seed"], 9);
+  EXPECT_NE(c[0].id, c[1].id);
+  EXPECT_EQ(c[1].slug, "tiny/ppl/test-runner-seeded seed=9,planless=1 seed=2");
+  // A top-level seed: every free seed parameter.
+  c = cells("seed: 5\nmethods:\n  - {name: test-runner-seeded, params: {planless: 1}}\n");
+  EXPECT_EQ(c[0].config["method"]["params"]["seed"], 5);
 }
 
 }  // namespace

@@ -407,7 +407,7 @@ ExperimentSpec ExperimentSpec::load(const std::string& path) {
   if (root["cache"]) spec.cache = resolve_path(r.string(root["cache"], "cache"), spec.dir, r.at(root["cache"]));
   if (root["dtype"]) spec.dtype = r.string(root["dtype"], "dtype");
   if (root["device"]) spec.device = r.string(root["device"], "device");
-  if (root["seed"]) spec.seed = r.integer(root["seed"], "seed");
+  if (root["seed"]) spec.seed = r.integer(root["seed"], "seed"), spec.seed_given = true;
 
   // Presets: included files first, then this file's own.
   std::map<std::string, MethodEntry> presets;

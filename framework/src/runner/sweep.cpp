@@ -283,6 +283,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
           seed_swept = true;
         }
       const YAML::Node seed_node(std::to_string(seed));
+      const bool seed_set = spec.seed_given || seed_swept;
       for (const auto& te : spec.tasks) {
         const TaskInfo& tinfo = task_reg.find(te.name);
         for (const auto& tvar : grid_points(te.sweep)) {
@@ -294,7 +295,10 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
             if (te.params[t.param] || entry_sweeps(te.sweep, t.param, false)) continue;
             tb.set(t.param, a.second, "sweep '" + axis->key + "'", axis->where);
           }
-          if (declares(tinfo.params, "seed") && !tb.has("seed")) tb.set("seed", seed_node, "the cell's seed", te.where);
+          // The cell's seed reaches `seed` parameters only when the spec sets or sweeps it; otherwise
+          // their own defaults stand.
+          if (seed_set && declares(tinfo.params, "seed") && !tb.has("seed"))
+            tb.set("seed", seed_node, "the cell's seed", te.where);
           const std::string twhere = fmt::format("{}: task '{}'", te.where, te.name);
           const ParamSet tp = task_reg.create(te.name, tb.node(), twhere)->params();
           if (tinfo.check) {
@@ -330,8 +334,9 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
                   mb.set(t.param, a.second, "sweep '" + axis->key + "'", axis->where);
                 }
               }
-              if (declares(minfo.params, "seed") && !mb.has("seed")) mb.set("seed", seed_node, "the cell's seed", me.where);
-              if (step && declares(step->params, "seed") && !cb.has("seed"))
+              if (seed_set && declares(minfo.params, "seed") && !mb.has("seed"))
+                mb.set("seed", seed_node, "the cell's seed", me.where);
+              if (seed_set && step && declares(step->params, "seed") && !cb.has("seed"))
                 cb.set("seed", seed_node, "the cell's seed", me.where);
 
               const std::string mwhere = fmt::format("{}: method '{}'", me.where, me.name);
@@ -359,7 +364,16 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
                        "declare as a string",
                        me.name, step->plan_param);
                 const std::string plan = mp.string(step->plan_param);
-                calibrated = plan == "auto" || (plan.empty() && !mp.was_given(step->plan_param));
+                // "auto", or left empty when the method cannot work without a plan (kvmix with
+                // bits_from=random needs none: it is left alone).
+                calibrated = plan == "auto";
+                if (plan.empty() && !mp.was_given(step->plan_param)) {
+                  try {
+                    method_reg.create(me.name, expand_params(mb.node(), spec.dir, mwhere), mwhere)->plan(info.config);
+                  } catch (const Error&) {
+                    calibrated = true;
+                  }
+                }
               }
               const bool calibration_given =
                   me.calibration.size() > 0 ||
@@ -367,8 +381,8 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
               if (!step && calibration_given)
                 fail("{}: has no calibration step, but 'calibration' parameters are given", mwhere);
               if (step && !calibrated && calibration_given)
-                fail("{}: 'calibration' parameters are given, but '{}' is set to a file, so the step does not run "
-                     "(use {}: auto to calibrate)", mwhere, step->plan_param, step->plan_param);
+                fail("{}: 'calibration' parameters are given, but the step does not run ('{}' is set, or the method "
+                     "needs no plan here); use {}: auto to calibrate", mwhere, step->plan_param, step->plan_param);
 
               CachePlan plan;
               bool have_plan = false;
@@ -402,7 +416,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
                                                    me.name, model.name, step->verb, me.name));
                 }
               } else {
-                if (step) {
+                if (step && !mp.string(step->plan_param).empty()) {
                   const std::string file = expanded_method[step->plan_param].Scalar();
                   if (!fs::is_regular_file(file))
                     fail("{}: parameter '{}': plan file '{}' not found", mwhere, step->plan_param, file);

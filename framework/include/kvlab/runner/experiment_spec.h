@@ -11,7 +11,8 @@
 //   cache: out/cache                # optional: prepared models and calibration plans; default: the store's folder
 //   dtype: float32                  # defaults for every model entry
 //   device: cpu
-//   seed: 0                         # the cells' seed unless swept
+//   seed: 0                         # the cells' seed unless swept (when written or swept, it also
+//                                   # sets every method / task / calibration `seed` parameter left free)
 //   models:                         # each: a checkpoint dir, or {name, path|llama2c|make, dtype, device, shape}
 //     - {name: stories260K, llama2c: {model: ${shared}/data/models/stories260K/stories260K.bin,
 //                                     tokenizer: ${shared}/data/models/stories260K/tok512.bin}}
@@ -96,6 +97,7 @@ struct ExperimentSpec {
   std::string cache;                      // absolute, or "" for the default
   std::string dtype = "float32", device = "cpu";
   int64_t seed = 0;
+  bool seed_given = false;                // `seed:` written: it then also sets every undeclared-fixed `seed` parameter
   std::vector<ModelEntry> models;
   std::vector<TaskEntry> tasks;
   std::vector<MethodEntry> methods;
