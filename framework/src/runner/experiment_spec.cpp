@@ -297,10 +297,19 @@ MethodEntry read_method(const Reader& r, const YAML::Node& node, const std::map<
            return join(ps);
          }());
   };
+  // A preset may name a method this build lacks (a shared presets file for methods landing later);
+  // that is an error only where an entry uses it.
+  auto use_preset = [&](const std::string& p, const std::string& where) {
+    const MethodEntry& base = presets.at(p);
+    if (!known(base.name))
+      fail("{}: preset '{}' uses method '{}', which is not registered in this build (defined at {}; methods: {})",
+           where, p, base.name, base.where, join(registered));
+    return base;
+  };
   if (node.IsScalar()) {
     const std::string name = node.Scalar();
     if (allow_use && presets.count(name)) {
-      m = presets.at(name);
+      m = use_preset(name, r.at(node));
       m.where = r.at(node);
       return m;
     }
@@ -326,7 +335,7 @@ MethodEntry read_method(const Reader& r, const YAML::Node& node, const std::map<
       fail("{}: unknown preset '{}'{} (presets: {})", r.at(node["use"]), p, did_you_mean(p, ps),
            ps.empty() ? "none defined" : join(ps));
     }
-    const MethodEntry& base = presets.at(p);
+    const MethodEntry base = use_preset(p, r.at(node["use"]));
     m.name = base.name;
     m.preset = p;
     // The entry's params override the preset's, key by key; a swept key replaces the preset's.
@@ -349,7 +358,7 @@ MethodEntry read_method(const Reader& r, const YAML::Node& node, const std::map<
   }
   if (!node["name"]) fail("{}: a method entry needs 'name' (a registered method) or 'use' (a preset)", m.where);
   m.name = r.string(node["name"], "name");
-  if (!known(m.name)) {
+  if (allow_use && !known(m.name)) {
     if (allow_use && presets.count(m.name))
       fail("{}: '{}' is a preset: write 'use: {}'", r.at(node["name"]), m.name, m.name);
     unknown(m.name, r.at(node["name"]));
@@ -457,36 +466,28 @@ std::string ExperimentSpec::cache_dir(const std::string& store_path) const {
   return fs::absolute(fs::path(store_path)).parent_path().lexically_normal().string();
 }
 
-std::vector<std::string> ExperimentSpec::method_names() const {
-  std::vector<std::string> names;
-  for (const auto& m : methods)
-    if (std::find(names.begin(), names.end(), m.name) == names.end()) names.push_back(m.name);
-  return names;
-}
-
-std::vector<std::string> ExperimentSpec::unregistered_methods(const std::string& path) {
-  const auto registered = MethodRegistry::instance().names();
+std::vector<std::string> ExperimentSpec::unregistered(const std::string& path) {
+  const auto methods = MethodRegistry::instance().names(), tasks = TaskRegistry::instance().names();
   std::vector<std::string> missing;
-  auto note = [&](const YAML::Node& entry, bool preset) {
-    std::string name;
-    if (entry.IsScalar()) name = preset ? "" : entry.Scalar();
-    else if (entry.IsMap() && entry["name"] && entry["name"].IsScalar()) name = entry["name"].Scalar();
-    if (name.empty()) return;
-    if (std::find(registered.begin(), registered.end(), name) == registered.end() &&
-        std::find(missing.begin(), missing.end(), name) == missing.end())
-      missing.push_back(name);
+  auto add = [&](const std::string& kind, const std::string& name, const std::vector<std::string>& known) {
+    const std::string text = kind + " " + name;
+    if (!name.empty() && std::find(known.begin(), known.end(), name) == known.end() &&
+        std::find(missing.begin(), missing.end(), text) == missing.end())
+      missing.push_back(text);
   };
-  auto scan_presets = [&](const YAML::Node& root) {
-    if (root.IsMap() && root["presets"] && root["presets"].IsMap())
-      for (const auto& kv : root["presets"]) note(kv.second, true);
+  auto entry_name = [](const YAML::Node& e) -> std::string {
+    if (e.IsScalar()) return e.Scalar();
+    if (e.IsMap() && e["name"] && e["name"].IsScalar()) return e["name"].Scalar();
+    return "";
   };
   const YAML::Node root = load_yaml(path);
   if (!root.IsMap()) return missing;
   const std::string dir = fs::absolute(fs::path(path)).parent_path().string();
-  std::set<std::string> presets;
-  auto collect_preset_names = [&](const YAML::Node& r) {
+  // Presets (included and own): the ones the entries use count.
+  std::map<std::string, std::string> preset_method;
+  auto collect = [&](const YAML::Node& r) {
     if (r.IsMap() && r["presets"] && r["presets"].IsMap())
-      for (const auto& kv : r["presets"]) presets.insert(kv.first.Scalar());
+      for (const auto& kv : r["presets"]) preset_method[kv.first.Scalar()] = entry_name(kv.second);
   };
   if (const YAML::Node inc = root["include"]) {
     std::vector<std::string> files;
@@ -496,17 +497,19 @@ std::vector<std::string> ExperimentSpec::unregistered_methods(const std::string&
         if (f.IsScalar()) files.push_back(f.Scalar());
     for (const auto& f : files) {
       const std::string p = resolve_path(f, dir, path);
-      if (!fs::exists(p)) continue;
-      const YAML::Node r = load_yaml(p);
-      scan_presets(r);
-      collect_preset_names(r);
+      if (fs::exists(p)) collect(load_yaml(p));
     }
   }
-  scan_presets(root);
-  collect_preset_names(root);
+  collect(root);
   if (root["methods"] && root["methods"].IsSequence())
-    for (const auto& e : root["methods"])
-      if (!(e.IsScalar() && presets.count(e.Scalar()))) note(e, false);
+    for (const auto& e : root["methods"]) {
+      std::string name = entry_name(e);
+      if (e.IsMap() && e["use"] && e["use"].IsScalar()) name = e["use"].Scalar();
+      if (preset_method.count(name)) name = preset_method[name];
+      add("method", name, methods);
+    }
+  if (root["tasks"] && root["tasks"].IsSequence())
+    for (const auto& e : root["tasks"]) add("task", entry_name(e), tasks);
   return missing;
 }
 

@@ -110,13 +110,10 @@ struct ExperimentSpec {
   std::string store_path() const;
   // Where prepared models and calibration plans go: `cache` or the store's folder.
   std::string cache_dir(const std::string& store_path) const;
-  // Method names used (entries and presets they use), for a registry check.
-  std::vector<std::string> method_names() const;
-
-  // Without loading the spec: the method names it refers to (in method entries and presets, its
-  // own and included) that are not registered in this build. Lets a caller skip a spec written
-  // for methods that have not landed yet instead of failing on it.
-  static std::vector<std::string> unregistered_methods(const std::string& path);
+  // Without loading the spec: the methods (through presets too) and tasks its entries use that this
+  // build does not register, as "method kvmix", "task longbench". Lets a caller skip a spec written
+  // for methods or tasks that have not landed yet instead of failing on it.
+  static std::vector<std::string> unregistered(const std::string& path);
 };
 
 // Expands ${shared}, ${repo}, ${models} and ${ENV_VAR} in `text`; an unknown variable is an error
