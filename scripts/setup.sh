@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-matplotlib python3-numpy           # plots/ (run with /usr/bin/python3)
   bible-kjv                                  # the KJV corpus of the reference model (datasets/kjv/prepare.py)
+  slurm-wlm                                  # Slurm: kvlab slurm array jobs; tests/test_slurm.cpp runs a one-node cluster
 )
 
 missing=()
