@@ -84,12 +84,7 @@ int run(const Args& args) {
   const RunSummary s = run_experiment(spec, opt);
   if (!vm->count("no-table")) {
     // This experiment's cells of this shard, as stored.
-    GridOptions g;
-    g.cache_dir = opt.cache;
-    const Grid grid = build_grid(spec, g);
-    std::set<std::string> ids;
-    for (size_t i = 0; i < grid.cells.size(); ++i)
-      if (shard.contains(i)) ids.insert(grid.cells[i].id);
+    const std::set<std::string> ids(s.shard_cell_ids.begin(), s.shard_cell_ids.end());
     std::vector<CellRecord> rows;
     for (auto& c : ResultsStore(s.store, ResultsStore::Mode::ReadOnly).cells())
       if (ids.count(c.cell_id)) rows.push_back(std::move(c));

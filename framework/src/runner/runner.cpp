@@ -186,6 +186,7 @@ RunSummary run_experiment(const ExperimentSpec& spec, const RunOptions& opt) {
   for (size_t i = 0; i < grid.cells.size(); ++i) {
     if (!opt.shard.contains(i)) continue;
     ++summary.in_shard;
+    summary.shard_cell_ids.push_back(grid.cells[i].id);
     if (done.count(grid.cells[i].id)) ++summary.already_done;
     else todo.push_back(&grid.cells[i]);
   }

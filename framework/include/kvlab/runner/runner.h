@@ -34,6 +34,7 @@ struct RunSummary {
   int64_t failed = 0;         // with keep_going
   int64_t calibrations = 0;   // calibration steps run now (not found in the cache)
   std::vector<std::string> failures;  // "slug: error"
+  std::vector<std::string> shard_cell_ids;  // this shard's cells, in grid order (done or not)
 };
 
 RunSummary run_experiment(const ExperimentSpec& spec, const RunOptions& options);
