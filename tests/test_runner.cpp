@@ -131,11 +131,14 @@ class SeededTestMethod : public KvMethod {
 };
 KVLAB_REGISTER_METHOD(SeededTestMethod)
 
+// Its step writes a folder of outputs at `out` (as kvtuner's search does) and returns the plan in it.
 CalibrationInfo seeded_step() {
   return {"test-runner-seeded", "search", "test step", {ParamSpec::integer("seed", 42, "seed", 0)}, "plan",
           [](CalibrationContext& ctx) {
-            std::ofstream(ctx.out) << "seed: " << ctx.params.integer("seed") << "\n";
-            return ctx.out;
+            std::filesystem::create_directories(ctx.out);
+            std::ofstream(ctx.out + "/front.csv") << "bits,loss\n";
+            std::ofstream(ctx.out + "/chosen.yaml") << "seed: " << ctx.params.integer("seed") << "\n";
+            return ctx.out + "/chosen.yaml";
           }};
 }
 KVLAB_REGISTER_CALIBRATION(seeded_step)
@@ -378,6 +381,14 @@ TEST(Runner, TheCellSeedReachesSeedParametersOnlyWhenTheSpecSetsIt) {
   EXPECT_EQ(c[1].config["method"]["params"]["seed"], 9);
   EXPECT_NE(c[0].id, c[1].id);
   EXPECT_EQ(c[1].slug, "tiny/ppl/test-runner-seeded seed=9,planless=1 seed=2");
+  // A step that writes a folder: its outputs land in <plans>/<method>-<key>/output/.
+  const auto spec = ExperimentSpec::load(write_spec(dir, "methods:\n  - test-runner-seeded\n"));
+  EXPECT_EQ(run_experiment(spec, quiet()).calibrations, 1);
+  const auto cell = build_grid(spec, GridOptions{}).cells.at(0);
+  const std::string folder = calibration_plan_dir(dir / "out", "test-runner-seeded", cell.calibration_key);
+  EXPECT_TRUE(std::filesystem::exists(folder + "/output/front.csv"));
+  EXPECT_EQ(find_cached_plan(dir / "out", "test-runner-seeded", cell.calibration_key), folder + "/output/chosen.yaml");
+  EXPECT_EQ(YAML::LoadFile(folder + "/output/chosen.yaml")["seed"].as<int>(), 42);  // its own default stands
   // A top-level seed: every free seed parameter.
   c = cells("seed: 5\nmethods:\n  - {name: test-runner-seeded, params: {planless: 1}}\n");
   EXPECT_EQ(c[0].config["method"]["params"]["seed"], 5);

@@ -68,8 +68,18 @@ std::string calibrate_once(const Cell& cell, const std::string& cache_dir, Llama
   const ParamSet params = ParamSet::resolve(step.params, expand_params(cell.calibration_params, base_dir, cwhere), cwhere);
   const std::string dir = calibration_plan_dir(cache_dir, cell.method, cell.calibration_key);
   build_once(dir, [&](const std::string& staging) {
-    CalibrationContext ctx{model, tok, model_dir, params, (fs::path(staging) / "plan.yaml").string(), progress};
-    const fs::path plan = fs::path(step.run(ctx)).lexically_normal();
+    // Steps write a plan file at `out`, or a folder of outputs there and return the plan inside it
+    // (kvtuner's search); such a folder is renamed "output".
+    const fs::path out = fs::path(staging) / "plan.yaml";
+    CalibrationContext ctx{model, tok, model_dir, params, out.string(), progress};
+    fs::path plan = fs::path(step.run(ctx)).lexically_normal();
+    if (fs::is_directory(out)) {
+      const fs::path inside = plan.lexically_relative(out.lexically_normal());
+      if (!inside.empty() && inside.string().rfind("..", 0) != 0) {
+        fs::rename(out, fs::path(staging) / "output");
+        plan = (fs::path(staging) / "output" / inside).lexically_normal();
+      }
+    }
     const fs::path rel = plan.lexically_relative(fs::path(staging).lexically_normal());
     if (rel.empty() || rel.string().rfind("..", 0) == 0)
       fail("calibration '{} {}' returned plan '{}' outside its output '{}'", step.verb, cell.method, plan.string(),
