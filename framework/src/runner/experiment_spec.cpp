@@ -154,9 +154,6 @@ std::vector<SweepAxis> read_sweep(const Reader& r, const YAML::Node& node, bool 
              top_level ? "PARAM, OWNER.PARAM, calibration.PARAM or OWNER.calibration.PARAM"
                        : "PARAM or calibration.PARAM");
       }
-      if (!top_level && t.param == "seed" && !t.calibration) {
-        // An entry's own `seed` parameter, if its method declares one: handled like any other.
-      }
       axis.targets.push_back(t);
     }
     std::set<std::string> seen;

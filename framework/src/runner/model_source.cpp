@@ -1,12 +1,9 @@
 #include "kvlab/runner/model_source.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <random>
 
 #include "kvlab/common/error.h"
 #include "kvlab/common/sha256.h"
