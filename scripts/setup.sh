@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   bible-kjv                                  # the KJV corpus of the reference model (datasets/kjv/prepare.py)
   python3-matplotlib python3-numpy python3-yaml   # plots/ (run with /usr/bin/python3)
+  slurm-wlm                                  # Slurm: kvlab slurm array jobs; tests/test_slurm.cpp runs a one-node cluster
 )
 
 missing=()

@@ -9,7 +9,7 @@
 #include "commands.h"
 #include "kvlab/common/error.h"
 #include "kvlab/model/dtype.h"
-#include "kvlab/tokenizer/sentencepiece_tokenizer.h"
+#include "kvlab/model/random_checkpoint.h"
 
 namespace kvlab::cli {
 namespace {
@@ -97,28 +97,22 @@ int make_model(const Args& args) {
   c.validate("make-model options");
 
   const std::string out = (*vm)["out"].as<std::string>();
-  const int tok_vocab = (*vm)["tokenizer-vocab"].as<int>();
-  if (tok_vocab > c.vocab_size)
-    fail("--tokenizer-vocab {} exceeds the model's vocab_size {}", tok_vocab, c.vocab_size);
-  std::filesystem::create_directories(out);
-
-  // The tokenizer first: config.json records its special ids.
-  train_sentencepiece((*vm)["tokenizer-text"].as<std::string>(), out + "/tokenizer", tok_vocab);
-  std::filesystem::remove(out + "/tokenizer.vocab");
-  SentencePieceTokenizer tok(out + "/tokenizer.model");
-  c.bos_token_id = tok.bos_id();
-  c.eos_token_ids = {*tok.eos_id()};
-
-  const auto dtype = parse_dtype((*vm)["dtype"].as<std::string>());
-  LoadOptions opt;
-  opt.dtype = dtype;
-  LlamaModel model = LlamaModel::random(c, (*vm)["seed"].as<uint64_t>(), opt, (*vm)["init-std"].as<double>());
-  model.save(out, dtype);
+  RandomCheckpointOptions opt;
+  opt.seed = (*vm)["seed"].as<uint64_t>();
+  opt.init_std = (*vm)["init-std"].as<double>();
+  opt.dtype = parse_dtype((*vm)["dtype"].as<std::string>());
+  opt.tokenizer_text = (*vm)["tokenizer-text"].as<std::string>();
+  opt.tokenizer_vocab = (*vm)["tokenizer-vocab"].as<int>();
+  if (opt.tokenizer_vocab > c.vocab_size)
+    fail("--tokenizer-vocab {} exceeds the model's vocab_size {}", opt.tokenizer_vocab, c.vocab_size);
+  c = write_random_checkpoint(c, out, opt);
+  const auto dtype = opt.dtype;
+  const int tok_vocab = opt.tokenizer_vocab;
   fmt::print("wrote {}: {} {} layers, hidden {}, heads {}/{} (q/kv), head_dim {}, vocab {}, {:.2f}M parameters, "
              "{}; tokenizer {} pieces\n",
              out, c.model_type, c.num_hidden_layers, c.hidden_size, c.num_attention_heads,
              c.num_key_value_heads, c.head_dim, c.vocab_size, c.parameter_count() / 1e6, dtype_name(dtype),
-             tok.vocab_size());
+             tok_vocab);
   return 0;
 }
 

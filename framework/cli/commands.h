@@ -17,6 +17,9 @@ int convert(const Args& args);
 int methods(const Args& args);
 int profile(const Args& args);   // a method's calibration step (kvlab/quant/calibration.h)
 int search(const Args& args);
+int run(const Args& args);       // an experiment spec (kvlab/runner/)
+int results(const Args& args);   // results show|export|merge
+int slurm(const Args& args);     // sbatch scripts for an experiment's shards
 int train(const Args& args);
 int plot(const Args& args);      // runs the matplotlib scripts in plots/
 int longbench(const Args& args);  // longbench score PRED_DIR

@@ -47,18 +47,32 @@ void Progress::finish(const std::string& extra) {
   draw(true);
 }
 
-void Progress::draw(bool final) {
-  if (out_ == nullptr) return;
+std::string Progress::line(bool final) const {
   const double el = elapsed_s();
   const double rate = el > 0 ? rate_count_ / el : 0.0;
   const double unit_rate = el > 0 ? done_ / el : 0.0;
   const double eta = (unit_rate > 0 && total_ > 0) ? (total_ - done_) / unit_rate : NAN;
-  std::string line = fmt::format("{}  {}/{} {}  {:.1f} {}/s  elapsed {}  ETA {}", label_, done_, total_,
-                                 unit_, rate, rate_unit_, format_duration(el),
-                                 final ? "done" : format_duration(eta));
-  if (!extra_.empty()) line += "  " + extra_;
-  if (tty_) fmt::print(out_, "\r\033[K{}{}", line, final ? "\n" : "");
-  else fmt::print(out_, "{}\n", line);
+  // Slow work (experiment cells) has rates well below one a second: keep three digits.
+  const std::string rate_text = rate > 0 && rate < 1 ? fmt::format("{:.3g}", rate) : fmt::format("{:.1f}", rate);
+  std::string text = fmt::format("{}  {}/{} {}  {} {}/s  elapsed {}  ETA {}", label_, done_, total_, unit_,
+                                 rate_text, rate_unit_, format_duration(el), final ? "done" : format_duration(eta));
+  if (!extra_.empty()) text += "  " + extra_;
+  return text;
+}
+
+void Progress::draw(bool final) {
+  if (out_ == nullptr) return;
+  const std::string text = line(final);
+  if (tty_) fmt::print(out_, "\r\033[K{}{}", text, final ? "\n" : "");
+  else fmt::print(out_, "{}\n", text);
+  std::fflush(out_);
+}
+
+void Progress::print_now(const std::string& extra) {
+  if (!extra.empty()) extra_ = extra;
+  if (out_ == nullptr) return;
+  last_draw_ = std::chrono::steady_clock::now();
+  fmt::print(out_, "{}{}\n", tty_ ? "\r\033[K" : "", line(false));
   std::fflush(out_);
 }
 

@@ -75,6 +75,14 @@ TaskInfo perplexity_task_info() {
           [](const ParamSet& p) {
             if (p.string("text").empty()) fail("task ppl: parameter 'text' is required (a text file)");
             return std::make_unique<PerplexityTask>(p);
+          },
+          [](const ParamSet& p, const ModelConfig& c, const std::string& base_dir) {
+            std::filesystem::path text = p.string("text");
+            if (text.is_relative() && !base_dir.empty()) text = std::filesystem::path(base_dir) / text;
+            if (!std::filesystem::is_regular_file(text)) fail("task ppl: parameter 'text': file '{}' not found", text.string());
+            if (p.integer("ctx") > c.max_position_embeddings)
+              fail("task ppl: parameter 'ctx' = {} exceeds the model's max_position_embeddings {}", p.integer("ctx"),
+                   c.max_position_embeddings);
           }};
 }
 

@@ -17,11 +17,15 @@ class Progress {
   // when they differ from the progress units (e.g. tokens/s while counting windows).
   void advance(int64_t n = 1, const std::string& extra = "", int64_t rate_units = -1);
   void finish(const std::string& extra = "");
+  // Prints the line now and ends it with a newline even on a terminal: a status line (e.g. the
+  // experiment runner's "cell 3/12 ... now: <cell>") that inner progress lines must not overwrite.
+  void print_now(const std::string& extra = "");
   double elapsed_s() const;
   static std::string format_duration(double seconds);  // "1:02:03" or "02:03"
 
  private:
   void draw(bool final);
+  std::string line(bool final) const;
   std::string label_, unit_, rate_unit_, extra_;
   int64_t total_, done_ = 0, rate_count_ = 0;
   double interval_s_;

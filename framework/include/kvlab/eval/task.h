@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kvlab/model/model_config.h"
 #include "kvlab/quant/cache_plan.h"
 #include "kvlab/quant/params.h"
 
@@ -28,6 +29,7 @@ struct TaskContext {
   const CachePlan& plan;      // the method's plan for this model
   std::string base_dir;       // relative data paths in task params resolve against this (the spec's folder)
   bool progress = true;       // progress lines on stderr
+  uint64_t seed = 0;          // the experiment cell's seed (sampling, generated prompts)
 };
 
 struct Metric {
@@ -60,6 +62,9 @@ struct TaskInfo {
   std::string description;   // one line
   std::vector<ParamSpec> params;
   std::function<std::unique_ptr<Task>(const ParamSet&)> make;
+  // Optional: checks the params against a model before any work (the runner calls it for every
+  // cell of a grid), e.g. that input files exist and the context fits. Throws naming the key.
+  std::function<void(const ParamSet&, const ModelConfig&, const std::string& base_dir)> check = nullptr;
 };
 
 class TaskRegistry {

@@ -1,0 +1,139 @@
+// kvlab results show|export|merge: read, export and join results stores (kvlab/results/).
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "kvlab/common/error.h"
+#include "kvlab/results/results_store.h"
+#include "kvlab/results/results_table.h"
+#include "kvlab/runner/experiment_spec.h"
+
+namespace kvlab::cli {
+namespace fs = std::filesystem;
+namespace {
+
+// A store named directly, through an experiment spec (its store), or the only one in ./results.
+std::string store_argument(const po::variables_map& vm) {
+  if (vm.count("store")) {
+    const std::string s = vm["store"].as<std::string>();
+    const std::string ext = fs::path(s).extension().string();
+    if (ext == ".yaml" || ext == ".yml") return ExperimentSpec::load(s).store_path();
+    return s;
+  }
+  std::vector<std::string> found;
+  if (fs::is_directory("results"))
+    for (const auto& e : fs::directory_iterator("results"))
+      if (e.path().extension() == ".sqlite") found.push_back(e.path().string());
+  if (found.size() == 1) return found[0];
+  if (found.empty()) fail("no store given and none in ./results (pass STORE.sqlite or an experiment's SPEC.yaml)");
+  std::sort(found.begin(), found.end());
+  std::string list;
+  for (const auto& f : found) list += (list.empty() ? "" : ", ") + f;
+  fail("several stores in ./results ({}): name one", list);
+}
+
+void add_selection(po::options_description& desc) {
+  desc.add_options()
+    ("store", po::value<std::string>(), "results store (.sqlite) or experiment spec (.yaml: its store)")
+    ("where", po::value<std::vector<std::string>>()->composing(),
+     "key=value filter (repeatable, all must hold): experiment, model, task, method, cell, slug, seed, or a "
+     "parameter (bits, method.group, task.ctx, calibration.samples ...)");
+}
+
+std::vector<CellRecord> selected(const po::variables_map& vm, const ResultsStore& store) {
+  const auto all = store.cells();
+  const CellFilter filter(vm.count("where") ? vm["where"].as<std::vector<std::string>>() : std::vector<std::string>{});
+  if (!all.empty()) filter.check_keys(all);
+  return filter.apply(all);
+}
+
+int show(const Args& args) {
+  po::options_description desc("results show options");
+  add_selection(desc);
+  desc.add_options()("metric", po::value<std::vector<std::string>>()->composing(),
+                     "metric column to show (repeatable; default: all)");
+  po::positional_options_description pos;
+  pos.add("store", 1);
+  auto vm = parse(args, desc, "kvlab results show [STORE|SPEC] [--where k=v] [--metric m]", &pos);
+  if (!vm) return 0;
+  const ResultsStore store(store_argument(*vm), ResultsStore::Mode::ReadOnly);
+  const auto cells = selected(*vm, store);
+  const auto metrics = vm->count("metric") ? (*vm)["metric"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  std::cout << format_results_table(cells, metrics);
+  fmt::print("{} of {} cells in {}\n", cells.size(), store.count(), store.path());
+  return 0;
+}
+
+int export_cells(const Args& args) {
+  po::options_description desc("results export options");
+  add_selection(desc);
+  desc.add_options()("csv", po::value<std::string>(), "write CSV (one row per cell, a column per parameter and metric)")
+                    ("jsonl", po::value<std::string>(), "write JSON lines (one object per cell with config and metrics)");
+  po::positional_options_description pos;
+  pos.add("store", 1);
+  auto vm = parse(args, desc, "kvlab results export [STORE|SPEC] --csv FILE | --jsonl FILE", &pos);
+  if (!vm) return 0;
+  if (!vm->count("csv") && !vm->count("jsonl")) fail("results export: give --csv FILE and/or --jsonl FILE");
+  const ResultsStore store(store_argument(*vm), ResultsStore::Mode::ReadOnly);
+  const auto cells = selected(*vm, store);
+  if (vm->count("csv")) {
+    export_csv(cells, (*vm)["csv"].as<std::string>());
+    fmt::print("wrote {} ({} cells)\n", (*vm)["csv"].as<std::string>(), cells.size());
+  }
+  if (vm->count("jsonl")) {
+    export_jsonl(cells, (*vm)["jsonl"].as<std::string>());
+    fmt::print("wrote {} ({} cells)\n", (*vm)["jsonl"].as<std::string>(), cells.size());
+  }
+  return 0;
+}
+
+int merge(const Args& args) {
+  po::options_description desc("results merge options");
+  desc.add_options()("inputs", po::value<std::vector<std::string>>()->composing(), "stores to merge")
+                    ("out", po::value<std::string>()->required(),
+                     "the merged store (created, or added to: cells already there are kept)");
+  po::positional_options_description pos;
+  pos.add("inputs", -1);
+  auto vm = parse(args, desc, "kvlab results merge A.sqlite B.sqlite ... --out C.sqlite", &pos);
+  if (!vm) return 0;
+  if (!vm->count("inputs")) fail("results merge: name the stores to merge");
+  const auto inputs = (*vm)["inputs"].as<std::vector<std::string>>();
+  const std::string out = (*vm)["out"].as<std::string>();
+  // Open every input first: a missing or foreign file fails before anything is written.
+  std::vector<std::unique_ptr<ResultsStore>> sources;
+  for (const auto& in : inputs) {
+    if (fs::exists(out) && fs::exists(in) && fs::equivalent(in, out)) fail("results merge: input {} is the output", in);
+    sources.push_back(std::make_unique<ResultsStore>(in, ResultsStore::Mode::ReadOnly));
+  }
+  ResultsStore target(out);
+  int64_t added = 0;
+  for (const auto& s : sources) {
+    const int64_t n = target.merge_from(*s);
+    fmt::print("{}: {} cells, {} new\n", s->path(), s->count(), n);
+    added += n;
+  }
+  fmt::print("{}: {} cells ({} added)\n", out, target.count(), added);
+  return 0;
+}
+
+}  // namespace
+
+int results(const Args& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    fmt::print("usage: kvlab results <show|export|merge> [options]\n\n"
+               "  show    an aligned table of the stored cells (--where k=v, --metric m)\n"
+               "  export  --csv FILE / --jsonl FILE\n"
+               "  merge   A B ... --out C: join stores (same cell twice: kept once; different results: error)\n");
+    return args.empty() ? 2 : 0;
+  }
+  const Args rest(args.begin() + 1, args.end());
+  if (args[0] == "show") return show(rest);
+  if (args[0] == "export") return export_cells(rest);
+  if (args[0] == "merge") return merge(rest);
+  fail("unknown results command '{}' (valid: show, export, merge)", args[0]);
+}
+
+}  // namespace kvlab::cli

@@ -1,0 +1,111 @@
+#include "kvlab/runner/slurm_script.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "kvlab/common/error.h"
+#include "kvlab/results/results_store.h"
+
+namespace kvlab {
+namespace fs = std::filesystem;
+
+std::string shell_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+namespace {
+
+void write_script(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  if (!out) fail("{}: cannot write", path);
+  out << text;
+  out.close();
+  chmod(path.c_str(), 0755);
+}
+
+std::string sbatch_lines(const SlurmOptions& o) {
+  std::string s = fmt::format("#SBATCH --cpus-per-task={}\n", o.cpus_per_task);
+  if (!o.partition.empty()) s += fmt::format("#SBATCH --partition={}\n", o.partition);
+  if (!o.time.empty()) s += fmt::format("#SBATCH --time={}\n", o.time);
+  if (!o.mem.empty()) s += fmt::format("#SBATCH --mem={}\n", o.mem);
+  if (!o.gres.empty()) s += fmt::format("#SBATCH --gres={}\n", o.gres);
+  for (const auto& e : o.extra) s += fmt::format("#SBATCH {}\n", e);
+  return s;
+}
+
+}  // namespace
+
+SlurmFiles write_slurm_scripts(const ExperimentSpec& spec, const SlurmOptions& o) {
+  if (o.array < 1) fail("--array {}: need at least 1 shard", o.array);
+  const fs::path out = fs::absolute(o.out_dir).lexically_normal();
+  fs::create_directories(out / "logs");
+  fs::create_directories(out / "shards");
+  const std::string spec_path = fs::absolute(spec.file).lexically_normal().string();
+  const std::string stamp = utc_now_iso8601();
+
+  SlurmFiles files;
+  files.array_script = (out / "array.sbatch").string();
+  files.merge_script = (out / "merge.sbatch").string();
+  files.submit_script = (out / "submit.sh").string();
+  for (int64_t i = 0; i < o.array; ++i)
+    files.shard_stores.push_back((out / "shards" / fmt::format("shard-{}.sqlite", i)).string());
+
+  const std::string shard_store = (out / "shards").string() + "/shard-${SLURM_ARRAY_TASK_ID}.sqlite";
+  write_script(files.array_script, fmt::format(
+      "#!/bin/bash\n"
+      "# kvlab experiment '{name}' as a Slurm array: task i runs shard i/{n} of the grid into its own store.\n"
+      "# Written by 'kvlab slurm' at {stamp}; submit with {submit}.\n"
+      "#SBATCH --job-name=kvlab-{name}\n"
+      "#SBATCH --array=0-{last}\n"
+      "#SBATCH --output={logs}/shard-%a.out\n"
+      "{sbatch}"
+      "set -euo pipefail\n"
+      "exec {kvlab} run {spec} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\" --store \"{shard_store}\" \\\n"
+      "  --cache {cache} --skip-done-in {store} --threads \"${{SLURM_CPUS_PER_TASK:-0}}\" --no-table\n",
+      fmt::arg("name", spec.name), fmt::arg("n", o.array), fmt::arg("last", o.array - 1), fmt::arg("stamp", stamp),
+      fmt::arg("submit", shell_quote(files.submit_script)), fmt::arg("logs", (out / "logs").string()),
+      fmt::arg("sbatch", sbatch_lines(o)), fmt::arg("kvlab", shell_quote(o.kvlab_binary)),
+      fmt::arg("spec", shell_quote(spec_path)), fmt::arg("shard_store", shard_store),
+      fmt::arg("cache", shell_quote(o.cache)), fmt::arg("store", shell_quote(o.store))));
+
+  std::string stores;
+  for (const auto& s : files.shard_stores) stores += " " + shell_quote(s);
+  write_script(files.merge_script, fmt::format(
+      "#!/bin/bash\n"
+      "# Joins the {n} shard stores of experiment '{name}' into {store} (cells already there are kept).\n"
+      "#SBATCH --job-name=kvlab-{name}-merge\n"
+      "#SBATCH --output={logs}/merge.out\n"
+      "#SBATCH --cpus-per-task=1\n"
+      "{extra}"
+      "set -euo pipefail\n"
+      "exec {kvlab} results merge{stores} --out {store}\n",
+      fmt::arg("n", o.array), fmt::arg("name", spec.name), fmt::arg("store", shell_quote(o.store)),
+      fmt::arg("logs", (out / "logs").string()), fmt::arg("extra", [&] {
+        std::string s;
+        if (!o.partition.empty()) s += fmt::format("#SBATCH --partition={}\n", o.partition);
+        for (const auto& e : o.extra) s += fmt::format("#SBATCH {}\n", e);
+        return s;
+      }()),
+      fmt::arg("kvlab", shell_quote(o.kvlab_binary)), fmt::arg("stores", stores)));
+
+  write_script(files.submit_script, fmt::format(
+      "#!/bin/bash\n"
+      "# Submits experiment '{name}': the shard array, then the merge once every shard succeeded.\n"
+      "# Arguments go to the merge job's sbatch (e.g. --wait: return when the merged store is written).\n"
+      "set -euo pipefail\n"
+      "array=$(sbatch --parsable {array})\n"
+      "array=${{array%%;*}}\n"
+      "echo \"submitted shard array job $array ({n} tasks)\"\n"
+      "merge=$(sbatch --parsable --dependency=afterok:$array --kill-on-invalid-dep=yes \"$@\" {merge})\n"
+      "echo \"merge job ${{merge%%;*}} writes {store_text}\"\n",
+      fmt::arg("name", spec.name), fmt::arg("array", shell_quote(files.array_script)), fmt::arg("n", o.array),
+      fmt::arg("merge", shell_quote(files.merge_script)), fmt::arg("store_text", o.store)));
+  return files;
+}
+
+}  // namespace kvlab

@@ -1,0 +1,246 @@
+// `kvlab run` as a user meets it: a sweep killed with SIGKILL at an arbitrary moment and run again
+// gives the same store as an uninterrupted run (same cell ids, same numbers, no duplicate or partial
+// cell); --dry-run prints the grid; errors are one line naming file:line; results show / export /
+// merge work on the stores the runs wrote.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <fcntl.h>
+#include <fstream>
+#include <thread>
+
+#include "kvlab/common/error.h"
+#include "kvlab/results/results_store.h"
+#include "test_helpers.h"
+
+namespace kvlab {
+namespace {
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+// Starts `kvlab args...` with stdout/stderr into files; returns its pid.
+pid_t spawn(const std::vector<std::string>& args, const std::string& out, const std::string& err) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fo = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int fe = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fo, 1);
+    dup2(fe, 2);
+    std::vector<char*> argv;
+    static std::string bin = KVLAB_BINARY;
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+CliRun run_kvlab(const std::vector<std::string>& args, const test::TempDir& dir) {
+  const pid_t pid = spawn(args, dir / "stdout.txt", dir / "stderr.txt");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CliRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(dir / "stdout.txt");
+  r.err = slurp(dir / "stderr.txt");
+  return r;
+}
+
+int64_t stored_cells(const std::string& store) {
+  try {
+    if (!std::filesystem::exists(store)) return 0;
+    return ResultsStore(store, ResultsStore::Mode::ReadOnly).count();
+  } catch (const std::exception&) {
+    return 0;  // being created
+  }
+}
+
+std::string integrity(const std::string& store) {
+  sqlite3* db = nullptr;
+  sqlite3_open_v2(store.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, nullptr);
+  sqlite3_step(s);
+  const std::string r = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return r;
+}
+
+// An 8-cell sweep on a random tiny model that the runner generates itself (`make:`), over a text
+// long enough that each cell takes a moment.
+std::string write_sweep(const test::TempDir& dir) {
+  std::string corpus = slurp(KVLAB_SOURCE_DIR "/datasets/tiny/tokenizer_corpus.txt"), text;
+  for (int i = 0; i < 6; ++i) text += corpus;
+  std::ofstream(dir / "text.txt") << text;
+  std::ofstream(dir / "t.yaml") << R"(name: killme
+description: an 8-cell sweep for the kill-and-resume test
+models:
+  - {name: tiny, make: {shape: tiny, seed: 3}}
+tasks:
+  - {name: ppl, params: {text: text.txt, ctx: 256, max_windows: 6}}
+methods:
+  - fp16
+  - {name: kivi, params: {group: 16}, sweep: {bits: [2, 4], residual: [32, 64]}}
+  - {name: uniform, params: {group: 16}}
+sweep:
+  bits: [2, 4, 8]
+)";
+  return dir / "t.yaml";
+}
+
+TEST(RunCli, KilledMidSweepAndRunAgainEqualsAnUninterruptedRun) {
+  test::TempDir dir;
+  const std::string spec = write_sweep(dir), cache = dir / "cache", ref_store = dir / "ref.sqlite";
+  const std::vector<std::string> common = {"--cache", cache, "--threads", "1", "--quiet"};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), common.begin(), common.end());
+    return a;
+  };
+
+  // The dry run: the grid and its shards, nothing written.
+  CliRun r = run_kvlab({"run", spec, "--dry-run", "--store", ref_store}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("8 cells (10 grid points repeat an earlier cell's config); 0 done, 8 to run"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("todo    tiny/ppl/kivi bits=4,group=16,residual=64"), std::string::npos) << r.out;
+  r = run_kvlab({"run", spec, "--dry-run", "--shard", "1/3", "--store", ref_store}, dir);
+  EXPECT_NE(r.out.find("shard 1/3: 3 cells; 0 done, 3 to run"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(ref_store));
+
+  // The uninterrupted run: the reference.
+  const CliRun ref = run_kvlab(with({"run", spec, "--store", ref_store}), dir);
+  ASSERT_EQ(ref.code, 0) << ref.err;
+  EXPECT_EQ(stored_cells(ref_store), 8);
+  EXPECT_NE(ref.out.find("8 cells: 8 ran now"), std::string::npos) << ref.out;
+  EXPECT_NE(ref.out.find("tiny/ppl/kivi bits=4,group=16,residual=64"), std::string::npos) << ref.out;  // the table
+  // The progress line: cells done of total, rate, ETA, the current cell.
+  EXPECT_NE(ref.err.find("run killme  3/8 cells"), std::string::npos) << ref.err;
+  EXPECT_NE(ref.err.find("cells/s"), std::string::npos);
+  EXPECT_NE(ref.err.find("ETA"), std::string::npos);
+  EXPECT_NE(ref.err.find("now: tiny/ppl/uniform bits=8,group=16"), std::string::npos) << ref.err;
+
+  // The killed run: wait for the first committed cell, then SIGKILL at once (the next cell is in
+  // flight).
+  const std::string store = dir / "killed.sqlite";
+  const pid_t pid = spawn(with({"run", spec, "--store", store}), dir / "o.txt", dir / "e.txt");
+  const auto start = std::chrono::steady_clock::now();
+  while (stored_cells(store) < 1 && std::chrono::steady_clock::now() - start < std::chrono::seconds(300))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it could be killed: " << slurp(dir / "e.txt");
+  const int64_t survived = stored_cells(store);
+  ASSERT_GE(survived, 1);
+  ASSERT_LT(survived, 8) << "every cell finished before the kill; the test needs slower cells";
+
+  // What survived is whole: an intact database, every stored cell with all six metrics.
+  EXPECT_EQ(integrity(store), "ok");
+  for (const auto& c : ResultsStore(store, ResultsStore::Mode::ReadOnly).cells()) EXPECT_EQ(c.metrics.size(), 6u);
+
+  const CliRun again = run_kvlab(with({"run", spec, "--store", store}), dir);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.err.find(fmt::format("{} already in", survived)), std::string::npos) << again.err;
+  EXPECT_NE(again.out.find(fmt::format("{} ran now", 8 - survived)), std::string::npos) << again.out;
+
+  // The resumed store equals the uninterrupted one: same ids, same numbers, nothing twice.
+  ResultsStore want(ref_store, ResultsStore::Mode::ReadOnly), got(store, ResultsStore::Mode::ReadOnly);
+  EXPECT_EQ(got.cell_ids(), want.cell_ids());
+  for (const auto& c : want.cells()) {
+    const auto g = got.find(c.cell_id);
+    ASSERT_TRUE(g) << c.slug;
+    EXPECT_EQ(g->config, c.config);
+    ASSERT_EQ(g->metrics.size(), c.metrics.size()) << c.slug;
+    for (const auto& [name, value] : c.metrics)
+      EXPECT_NEAR(g->metrics.at(name), value, 1e-9 * std::max(1.0, std::abs(value))) << c.slug << " " << name;
+    EXPECT_EQ(g->cache_bytes, c.cache_bytes);
+  }
+  EXPECT_EQ(integrity(store), "ok");
+  // The dry run now sees every cell done.
+  r = run_kvlab({"run", spec, "--dry-run", "--store", store, "--cache", cache}, dir);
+  EXPECT_NE(r.out.find("8 done, 0 to run"), std::string::npos) << r.out;
+}
+
+void expect_one_line_error(const CliRun& r, const std::vector<std::string>& needles) {
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << n << " not in: " << r.err;
+}
+
+CellRecord stored_cell(const std::string& id, const std::string& method, int residual, double ppl) {
+  CellRecord c;
+  c.cell_id = id;
+  c.experiment = "e";
+  c.slug = "m/ppl/" + method + " residual=" + std::to_string(residual);
+  c.model = "m";
+  c.task = "ppl";
+  c.method = method;
+  c.config = {{"method", {{"name", method}, {"params", {{"residual", residual}}}}}, {"seed", 0}};
+  c.metrics = {{"ppl", ppl}, {"kl_mean", ppl / 1000}};
+  return c;
+}
+
+TEST(RunCli, ResultsCommandsAndOneLineErrors) {
+  test::TempDir dir;
+  {
+    ResultsStore s(dir / "a.sqlite");
+    s.insert(stored_cell("a1", "kivi", 32, 10));
+    s.insert(stored_cell("a2", "kivi", 64, 9));
+    s.insert(stored_cell("a3", "uniform", 0, 12));
+  }
+  CliRun r = run_kvlab({"results", "show", dir / "a.sqlite", "--where", "method=kivi", "--where", "residual=64",
+                        "--metric", "ppl"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 of 3 cells"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("m/ppl/kivi residual=64"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("kl_mean"), std::string::npos) << r.out;
+  r = run_kvlab({"results", "export", "--store", dir / "a.sqlite", "--csv", dir / "r.csv", "--jsonl", dir / "r.jsonl"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string jsonl = slurp(dir / "r.jsonl"), csv = slurp(dir / "r.csv");
+  EXPECT_EQ(std::count(jsonl.begin(), jsonl.end(), '\n'), 3);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4);
+  // Merging the same store twice gives the same store.
+  r = run_kvlab({"results", "merge", dir / "a.sqlite", dir / "a.sqlite", "--out", dir / "m.sqlite"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(stored_cells(dir / "m.sqlite"), 3);
+
+  // A conflicting cell is an error naming it, and the output keeps what it had.
+  {
+    ResultsStore s(dir / "b.sqlite");
+    s.insert(stored_cell("b1", "kivi", 128, 8));
+    s.insert(stored_cell("a2", "kivi", 64, 9.5));
+  }
+  expect_one_line_error(run_kvlab({"results", "merge", dir / "b.sqlite", "--out", dir / "m.sqlite"}, dir), {"a2"});
+  EXPECT_EQ(stored_cells(dir / "m.sqlite"), 3);
+  expect_one_line_error(run_kvlab({"results", "show", dir / "none.sqlite"}, dir), {"none.sqlite"});
+  expect_one_line_error(run_kvlab({"results", "show", dir / "a.sqlite", "--where", "metod=kivi"}, dir),
+                        {"metod", "did you mean 'method'"});
+
+  std::ofstream(dir / "bad.yaml") << "name: bad\nmodels: [{name: m, make: {shape: tiny}}]\ntasks: [{name: ppl, "
+                                      "params: {text: x.txt}}]\nmethods:\n  - {name: kivi, params: {residual: 20, group: 8}}\n";
+  std::ofstream(dir / "x.txt") << "some text";
+  expect_one_line_error(run_kvlab({"run", dir / "bad.yaml", "--dry-run"}, dir), {"bad.yaml:5", "multiple of the group"});
+  expect_one_line_error(run_kvlab({"run", dir / "missing.yaml"}, dir), {"missing.yaml"});
+  expect_one_line_error(run_kvlab({"run", dir / "bad.yaml", "--shard", "2/2"}, dir), {"2/2"});
+}
+
+}  // namespace
+}  // namespace kvlab
