@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "../kernels/cpu/kernel_entries.h"
 #include "kvlab/common/error.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/kernels/packing.h"
@@ -69,7 +70,9 @@ struct AttnCase {
   int64_t n_q, D;
 };
 
-void check(const AttnCase& c, uint32_t seed) {
+enum class Build { Dispatched, Generic, Avx2, Avx512 };
+
+void check(const AttnCase& c, uint32_t seed, Build build = Build::Dispatched) {
   const int64_t D = c.D, S = c.total;
   const std::vector<float> keys = randn(S * D, seed, 1.5f), values = randn(S * D, seed + 1);
   const std::vector<float> q = randn(c.n_q * D, seed + 2);
@@ -81,8 +84,24 @@ void check(const AttnCase& c, uint32_t seed) {
   const float* v_full = values.data() + c.v_packed * D;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   std::vector<float> out(c.n_q * D), want(c.n_q * D), ws(c.n_q * S);
-  packed_decode_attention(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full, S - c.v_packed, scale,
-                          out.data(), ws.data());
+  switch (build) {  // one build's entry point directly, or the public function (checks, then dispatch)
+    case Build::Dispatched:
+      packed_decode_attention(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full, S - c.v_packed,
+                              scale, out.data(), ws.data());
+      break;
+    case Build::Generic:
+      generic::decode_attention_entry(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
+                                      S - c.v_packed, scale, out.data(), ws.data());
+      break;
+    case Build::Avx2:
+      avx2::decode_attention_entry(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
+                                   S - c.v_packed, scale, out.data(), ws.data());
+      break;
+    case Build::Avx512:
+      avx512::decode_attention_entry(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
+                                     S - c.v_packed, scale, out.data(), ws.data());
+      break;
+  }
   reference::packed_decode_attention(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
                                      S - c.v_packed, scale, want.data());
   for (int64_t i = 0; i < c.n_q * D; ++i)
@@ -90,7 +109,7 @@ void check(const AttnCase& c, uint32_t seed) {
         << "k " << c.kbits << "b " << (c.kg == Granularity::PerToken ? "tok" : "chan") << ", v " << c.vbits << "b "
         << (c.vg == Granularity::PerToken ? "tok" : "chan") << ", G " << c.group << (c.symmetric ? " sym" : "")
         << (c.param == ParamType::F16 ? " f16" : " f32") << ", packed " << c.k_packed << "/" << c.v_packed << " of "
-        << S << ", n_q " << c.n_q << ", D " << D << ", i " << i;
+        << S << ", n_q " << c.n_q << ", D " << D << ", build " << static_cast<int>(build) << ", i " << i;
 }
 
 TEST(PackedAttention, KiviLayoutsAllBitsMatchReference) {
@@ -121,6 +140,34 @@ TEST(PackedAttention, EmptyPackedOrEmptyFullPartsWork) {
 
 TEST(PackedAttention, LongContextMatchesReference) {
   check({Granularity::PerChannel, Granularity::PerToken, 2, 2, 32, false, ParamType::F16, 4096, 4064, 4100, 4, 128}, 9);
+}
+
+// Each build this CPU runs, called directly, on the shapes where the builds take different paths:
+// the 2-bit table-lookup loops of the AVX-512 build (token and channel pairs, odd token counts,
+// tiles of 128 tokens, groups spanning 1 to 8 words or a partial word, 1 to 5 query heads) and
+// the layouts they hand back to the AVX2 loops (odd head_dim, groups that split a word).
+TEST(PackedAttention, EveryBuildMatchesReference) {
+  std::vector<Build> builds{Build::Generic};
+  if (cpu_runs(KernelIsa::Avx2)) builds.push_back(Build::Avx2);
+  if (cpu_runs(KernelIsa::Avx512)) builds.push_back(Build::Avx512);
+  const auto C = Granularity::PerChannel, T = Granularity::PerToken;
+  const std::vector<AttnCase> cases = {
+      {C, T, 2, 2, 32, false, ParamType::F16, 288, 301, 421, 1, 128},  // odd value count, 3 tiles
+      {C, T, 2, 2, 32, false, ParamType::F32, 256, 257, 300, 2, 128},
+      {C, T, 2, 2, 16, true, ParamType::F16, 64, 77, 90, 3, 128},      // 8 groups per row
+      {C, T, 2, 2, 64, false, ParamType::F16, 128, 129, 140, 4, 128},  // 2 groups per row
+      {C, T, 2, 2, 128, false, ParamType::F16, 128, 130, 131, 5, 128}, // 1 group per row
+      {C, T, 2, 2, 48, false, ParamType::F16, 96, 95, 100, 2, 96},     // a group of 3 words
+      {C, T, 2, 2, 8, false, ParamType::F16, 40, 40, 45, 2, 64},       // half-word key blocks
+      {C, T, 2, 2, 16, false, ParamType::F16, 48, 48, 50, 1, 80},      // 5 words per row
+      {C, T, 2, 2, 15, false, ParamType::F16, 45, 44, 50, 2, 45},      // odd head_dim
+      {C, C, 2, 2, 16, false, ParamType::F16, 32, 32, 40, 2, 48},
+      {T, T, 2, 4, 16, false, ParamType::F16, 33, 17, 41, 3, 48},
+      {C, T, 4, 2, 32, false, ParamType::F16, 64, 63, 70, 4, 64},
+  };
+  uint32_t seed = 500;
+  for (Build b : builds)
+    for (const AttnCase& c : cases) check(c, seed++, b);
 }
 
 TEST(PackedAttention, MismatchedLengthsAreAnError) {

@@ -131,10 +131,9 @@ TEST(GroupQuant, FastEqualsReferencePerTokenF32) { expect_fast_equals_reference<
 TEST(GroupQuant, FastEqualsReferencePerChannelF16) { expect_fast_equals_reference<c10::Half>(false); }
 TEST(GroupQuant, FastEqualsReferencePerChannelF32) { expect_fast_equals_reference<float>(false); }
 
-// Both builds of the loops (AVX2 and generic) give the same codes, whatever this CPU dispatches to.
-TEST(GroupQuant, GenericAndAvx2BuildsAgree) {
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c"))
-    GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU";
+// Every build of the loops this CPU runs (generic, AVX2, AVX-512) gives the same codes.
+TEST(GroupQuant, AllBuildsAgree) {
+  if (!cpu_runs(KernelIsa::Avx2)) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: only the generic build runs";
   const int64_t T = 32, D = 128;
   const std::vector<float> x = random_rows(T, D, 5);
   for (const Case& c : cases()) {
@@ -143,10 +142,18 @@ TEST(GroupQuant, GenericAndAvx2BuildsAgree) {
     std::vector<c10::Half> sa(T * D), za(T * D), sb(T * D), zb(T * D);
     generic::quantize_per_token_entry(x.data(), T, D, D, q, a.data(), sa.data(), za.data());
     avx2::quantize_per_token_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
-    ASSERT_EQ(a, b) << c.bits << " bits per-token";
+    ASSERT_EQ(a, b) << c.bits << " bits per-token, avx2";
+    if (cpu_runs(KernelIsa::Avx512)) {
+      avx512::quantize_per_token_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
+      ASSERT_EQ(a, b) << c.bits << " bits per-token, avx512";
+    }
     generic::quantize_per_channel_entry(x.data(), T, D, D, q, a.data(), sa.data(), za.data());
     avx2::quantize_per_channel_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
-    ASSERT_EQ(a, b) << c.bits << " bits per-channel";
+    ASSERT_EQ(a, b) << c.bits << " bits per-channel, avx2";
+    if (cpu_runs(KernelIsa::Avx512)) {
+      avx512::quantize_per_channel_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
+      ASSERT_EQ(a, b) << c.bits << " bits per-channel, avx512";
+    }
   }
 }
 

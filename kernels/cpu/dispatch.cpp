@@ -1,4 +1,4 @@
-// Public CPU kernels: argument checks, then the AVX2 or the generic build of the loops.
+// Public CPU kernels: argument checks, then the AVX-512, AVX2 or generic build of the loops.
 #include <cstdlib>
 #include <cstring>
 
@@ -8,20 +8,54 @@
 
 namespace kvlab::kernels {
 
-bool use_avx2() {
-  static const bool avx2 = [] {
-    const char* force = std::getenv("KVLAB_KERNELS");
-    if (force && std::strcmp(force, "generic") == 0) return false;
+bool cpu_runs(KernelIsa isa) {
 #if defined(__x86_64__) || defined(__i386__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  switch (isa) {
+    case KernelIsa::Generic: return true;
+    case KernelIsa::Avx2: return avx2;
+    case KernelIsa::Avx512:
+      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }
+  return false;
 #else
-    return false;
+  return isa == KernelIsa::Generic;
 #endif
-  }();
-  return avx2;
 }
 
-const char* kernel_isa() { return use_avx2() ? "avx2" : "generic"; }
+KernelIsa active_isa() {
+  static const KernelIsa isa = [] {
+    const char* force = std::getenv("KVLAB_KERNELS");
+    if (!force || !*force) return cpu_runs(KernelIsa::Avx512) ? KernelIsa::Avx512
+                                  : cpu_runs(KernelIsa::Avx2) ? KernelIsa::Avx2
+                                                              : KernelIsa::Generic;
+    const KernelIsa want = std::strcmp(force, "generic") == 0 ? KernelIsa::Generic
+                           : std::strcmp(force, "avx2") == 0  ? KernelIsa::Avx2
+                           : std::strcmp(force, "avx512") == 0
+                               ? KernelIsa::Avx512
+                               : (fail("KVLAB_KERNELS={}: not one of generic, avx2, avx512", force), KernelIsa::Generic);
+    if (!cpu_runs(want)) fail("KVLAB_KERNELS={}: this CPU does not have the instructions for it", force);
+    return want;
+  }();
+  return isa;
+}
+
+const char* kernel_isa() {
+  switch (active_isa()) {
+    case KernelIsa::Avx512: return "avx512";
+    case KernelIsa::Avx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+// Calls the entry point NAME of the build that runs here.
+#define KVLAB_DISPATCH(NAME, ...)                                        \
+  switch (active_isa()) {                                               \
+    case KernelIsa::Avx512: avx512::NAME(__VA_ARGS__); break;           \
+    case KernelIsa::Avx2: avx2::NAME(__VA_ARGS__); break;               \
+    default: generic::NAME(__VA_ARGS__); break;                         \
+  }
 
 namespace {
 
@@ -47,32 +81,28 @@ template <typename P>
 void quantize_per_token(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
                         P* scales, P* zeros) {
   check_quant(q, T, D, ld, true);
-  if (use_avx2()) avx2::quantize_per_token_entry(x, T, D, ld, q, codes, scales, zeros);
-  else generic::quantize_per_token_entry(x, T, D, ld, q, codes, scales, zeros);
+  KVLAB_DISPATCH(quantize_per_token_entry, x, T, D, ld, q, codes, scales, zeros)
 }
 
 template <typename P>
 void quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
                           P* scales, P* zeros) {
   check_quant(q, T, D, ld, false);
-  if (use_avx2()) avx2::quantize_per_channel_entry(x, T, D, ld, q, codes, scales, zeros);
-  else generic::quantize_per_channel_entry(x, T, D, ld, q, codes, scales, zeros);
+  KVLAB_DISPATCH(quantize_per_channel_entry, x, T, D, ld, q, codes, scales, zeros)
 }
 
 template <typename P>
 void dequantize_per_token(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,
                           const QuantShape& q, float* out, int64_t ld) {
   check_quant(q, T, D, ld, true);
-  if (use_avx2()) avx2::dequantize_per_token_entry(codes, scales, zeros, T, D, q, out, ld);
-  else generic::dequantize_per_token_entry(codes, scales, zeros, T, D, q, out, ld);
+  KVLAB_DISPATCH(dequantize_per_token_entry, codes, scales, zeros, T, D, q, out, ld)
 }
 
 template <typename P>
 void dequantize_per_channel(const uint32_t* codes, const P* scales, const P* zeros, int64_t T, int64_t D,
                             const QuantShape& q, float* out, int64_t ld) {
   check_quant(q, T, D, ld, false);
-  if (use_avx2()) avx2::dequantize_per_channel_entry(codes, scales, zeros, T, D, q, out, ld);
-  else generic::dequantize_per_channel_entry(codes, scales, zeros, T, D, q, out, ld);
+  KVLAB_DISPATCH(dequantize_per_channel_entry, codes, scales, zeros, T, D, q, out, ld)
 }
 
 #define KVLAB_INSTANTIATE(P)                                                                                    \
@@ -96,11 +126,8 @@ void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const Packe
   if (k.tokens + tk_full == 0) fail("kernels: decode attention over an empty cache");
   check_stream(k, D, "key");
   check_stream(v, D, "value");
-  if (use_avx2())
-    avx2::decode_attention_entry(q, n_q, D, k, k_full, tk_full, v, v_full, tv_full, softmax_scale, out, workspace);
-  else
-    generic::decode_attention_entry(q, n_q, D, k, k_full, tk_full, v, v_full, tv_full, softmax_scale, out,
-                                    workspace);
+  KVLAB_DISPATCH(decode_attention_entry, q, n_q, D, k, k_full, tk_full, v, v_full, tv_full, softmax_scale, out, workspace)
 }
 
+#undef KVLAB_DISPATCH
 }  // namespace kvlab::kernels

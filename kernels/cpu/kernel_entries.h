@@ -32,9 +32,13 @@
 
 KVLAB_DECLARE_KERNEL_ENTRIES(generic)
 KVLAB_DECLARE_KERNEL_ENTRIES(avx2)
+KVLAB_DECLARE_KERNEL_ENTRIES(avx512)
 #undef KVLAB_DECLARE_KERNEL_ENTRIES
 
 namespace kvlab::kernels {
-// True when this CPU runs the AVX2 + FMA build (and KVLAB_KERNELS=generic does not force the other).
-bool use_avx2();
+enum class KernelIsa { Generic, Avx2, Avx512 };
+// The best build this CPU runs, or the one KVLAB_KERNELS names (generic, avx2, avx512).
+KernelIsa active_isa();
+// Whether this CPU can run that build at all (tests compare every build it can run).
+bool cpu_runs(KernelIsa isa);
 }  // namespace kvlab::kernels

@@ -1,8 +1,9 @@
-// The hot loops of the CPU kernels, written once and compiled twice: kernels_generic.cpp (the
-// distribution's baseline ISA) and kernels_avx2.cpp (-mavx2 -mfma); dispatch.cpp picks one at
-// run time. Loops are shaped for the auto-vectorizer: fixed-width inner loops, no reductions
-// across lanes inside them, no branches per element. Include only from those two files, inside
-// KVLAB_KERNEL_ISA defined (the namespace the loops go in, so the two builds never share a symbol).
+// The hot loops of the CPU kernels, written once and compiled three times: kernels_generic.cpp
+// (the distribution's baseline ISA), kernels_avx2.cpp (-mavx2 -mfma -mf16c) and kernels_avx512.cpp
+// (the same plus AVX-512 F/VL/BW/DQ); dispatch.cpp picks one at run time. Loops are shaped for the
+// auto-vectorizer: fixed-width inner loops, no reductions across lanes inside them, no branches
+// per element. Include only from those files, with KVLAB_KERNEL_ISA defined (the namespace the
+// loops go in, so the builds never share a symbol).
 //
 // Codes are bit-identical to the reference kernels: the same float operations in the same order,
 // with round-half-even done by the 1.5 * 2^23 trick after clamping to [lo, hi] (which commutes
@@ -23,6 +24,9 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define KVLAB_AVX2_LOOPS 1
 #include <immintrin.h>
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+#define KVLAB_AVX512_LOOPS 1
+#endif
 #endif
 
 #ifndef KVLAB_KERNEL_ISA
@@ -308,6 +312,9 @@ inline float load_param(const PackedStream& s, const void* p, int64_t i) {
 #ifdef KVLAB_AVX2_LOOPS
 #include "kernel_loops_avx2.h"
 #endif
+#ifdef KVLAB_AVX512_LOOPS
+#include "kernel_loops_avx512.h"
+#endif
 
 // scores[h * S + t] += q_h . key_t for the packed keys t < k.tokens.
 template <int B>
@@ -316,6 +323,12 @@ void packed_key_scores(const float* q, int64_t n_q, int64_t D, const PackedStrea
   constexpr int cpw = cpw_of<B>();
   const int64_t G = k.shape.group;
   const float off = k.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+#ifdef KVLAB_AVX512_LOOPS
+  if constexpr (B == 2)
+    if (k.granularity == Granularity::PerChannel &&
+        avx512_loops::key_scores_per_channel_2bit(q, n_q, D, k, scores, S))
+      return;
+#endif
 #ifdef KVLAB_AVX2_LOOPS
   if (k.granularity == Granularity::PerChannel) return avx2_loops::key_scores_per_channel<B>(q, n_q, D, k, scores, S);
 #endif
@@ -389,6 +402,11 @@ void packed_value_sum(const float* p, int64_t n_q, int64_t D, const PackedStream
   constexpr int cpw = cpw_of<B>();
   const int64_t G = v.shape.group;
   const float off = v.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
+#ifdef KVLAB_AVX512_LOOPS
+  if constexpr (B == 2)
+    if (v.granularity == Granularity::PerToken && avx512_loops::value_sum_per_token_2bit(p, n_q, D, v, S, out))
+      return;
+#endif
 #ifdef KVLAB_AVX2_LOOPS
   if (v.granularity == Granularity::PerToken && avx2_loops::value_sum_per_token<B>(p, n_q, D, v, S, out)) return;
 #endif
@@ -469,6 +487,27 @@ inline float exp_nonpositive(float x) {
 // scores[h * S + t] = q_h . k_full_t (rows of stride D).
 inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const float* k_full, int64_t tk_full,
                             float* scores, int64_t S) {
+#ifdef KVLAB_AVX2_LOOPS
+  // Spelled out: left to itself, the AVX-512 build vectorizes the loop below across heads with
+  // permutes and runs at half the speed.
+  if (D % 32 == 0) {
+    for (int64_t t = 0; t < tk_full; ++t) {
+      const float* kr = k_full + t * D;
+      for (int64_t h = 0; h < n_q; ++h) {
+        const float* qh = q + h * D;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t i = 0; i < D; i += 32) {
+          a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), _mm256_loadu_ps(kr + i), a0);
+          a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 8), _mm256_loadu_ps(kr + i + 8), a1);
+          a2 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 16), _mm256_loadu_ps(kr + i + 16), a2);
+          a3 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i + 24), _mm256_loadu_ps(kr + i + 24), a3);
+        }
+        scores[h * S + t] = avx2_loops::hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+      }
+    }
+    return;
+  }
+#endif
   for (int64_t t = 0; t < tk_full; ++t) {  // token-outer: each key row is read once for all heads
     const float* kr = k_full + t * D;
     for (int64_t h = 0; h < n_q; ++h) {
