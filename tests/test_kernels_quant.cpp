@@ -7,6 +7,8 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../kernels/cpu/kernel_entries.h"
@@ -18,6 +20,11 @@ namespace kvlab::kernels {
 namespace {
 
 const int kBits[] = {1, 2, 3, 4, 8};
+
+// One build's quantize entry point (or the reference).
+using QuantEntry = void (*)(const float*, int64_t, int64_t, int64_t, const QuantShape&, uint32_t*, c10::Half*,
+                            c10::Half*);
+
 
 // Rows of D values, each row with its own offset and spread (so groups have varied ranges).
 std::vector<float> random_rows(int64_t T, int64_t ld, uint32_t seed) {
@@ -131,28 +138,39 @@ TEST(GroupQuant, FastEqualsReferencePerTokenF32) { expect_fast_equals_reference<
 TEST(GroupQuant, FastEqualsReferencePerChannelF16) { expect_fast_equals_reference<c10::Half>(false); }
 TEST(GroupQuant, FastEqualsReferencePerChannelF32) { expect_fast_equals_reference<float>(false); }
 
-// Every build of the loops this CPU runs (generic, AVX2, AVX-512) gives the same codes.
+// Every build of the loops this CPU runs (generic, AVX2, AVX-512) gives the same codes, scales and
+// zeros, bit for bit.
 TEST(GroupQuant, AllBuildsAgree) {
   if (!cpu_runs(KernelIsa::Avx2)) GTEST_SKIP() << "no AVX2 + FMA + F16C on this CPU: only the generic build runs";
-  const int64_t T = 32, D = 128;
+  const int64_t T = 64, Tt = 37, D = 128;  // Tt: tokens that do not fill whole batches of 16
   const std::vector<float> x = random_rows(T, D, 5);
+  std::vector<QuantEntry> per_token{&avx2::quantize_per_token_entry}, per_channel{&avx2::quantize_per_channel_entry};
+  if (cpu_runs(KernelIsa::Avx512))
+    per_token.push_back(&avx512::quantize_per_token_entry), per_channel.push_back(&avx512::quantize_per_channel_entry);
+  auto bits = [](const std::vector<c10::Half>& h) {
+    std::vector<uint16_t> out(h.size());
+    for (size_t i = 0; i < h.size(); ++i) out[i] = h[i].x;
+    return out;
+  };
   for (const Case& c : cases()) {
     const QuantShape q{c.bits, c.group, c.symmetric};
-    std::vector<uint32_t> a(T * D), b(T * D);
-    std::vector<c10::Half> sa(T * D), za(T * D), sb(T * D), zb(T * D);
-    generic::quantize_per_token_entry(x.data(), T, D, D, q, a.data(), sa.data(), za.data());
-    avx2::quantize_per_token_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
-    ASSERT_EQ(a, b) << c.bits << " bits per-token, avx2";
-    if (cpu_runs(KernelIsa::Avx512)) {
-      avx512::quantize_per_token_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
-      ASSERT_EQ(a, b) << c.bits << " bits per-token, avx512";
-    }
-    generic::quantize_per_channel_entry(x.data(), T, D, D, q, a.data(), sa.data(), za.data());
-    avx2::quantize_per_channel_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
-    ASSERT_EQ(a, b) << c.bits << " bits per-channel, avx2";
-    if (cpu_runs(KernelIsa::Avx512)) {
-      avx512::quantize_per_channel_entry(x.data(), T, D, D, q, b.data(), sb.data(), zb.data());
-      ASSERT_EQ(a, b) << c.bits << " bits per-channel, avx512";
+    for (bool tok : {true, false}) {
+      const int64_t n = tok ? Tt : T;
+      std::vector<uint32_t> a(T * D), b(T * D);
+      std::vector<c10::Half> sa(T * D), za(T * D);
+      const QuantEntry base = tok ? QuantEntry{&generic::quantize_per_token_entry}
+                                  : QuantEntry{&generic::quantize_per_channel_entry};
+      base(x.data(), n, D, D, q, a.data(), sa.data(), za.data());
+      for (QuantEntry quantize : tok ? per_token : per_channel) {
+        std::vector<c10::Half> sb(T * D), zb(T * D);
+        std::fill(b.begin(), b.end(), 0u);
+        quantize(x.data(), n, D, D, q, b.data(), sb.data(), zb.data());
+        const std::string what = std::to_string(c.bits) + " bits, G " + std::to_string(c.group) +
+                                 (c.symmetric ? " sym" : "") + (tok ? " per-token" : " per-channel");
+        ASSERT_EQ(a, b) << what;
+        ASSERT_EQ(bits(sa), bits(sb)) << what;
+        ASSERT_EQ(bits(za), bits(zb)) << what;
+      }
     }
   }
 }
@@ -204,40 +222,70 @@ TEST(GroupQuant, ConstantGroupIsExact) {
   }
 }
 
+// Every build this CPU runs, called directly, and the reference; G 8 and 16 take different loops.
+std::vector<std::pair<std::string, QuantEntry>> quant_paths(bool per_token) {
+  std::vector<std::pair<std::string, QuantEntry>> out;
+  if (per_token) {
+    out.push_back({"reference", &reference::quantize_per_token<c10::Half>});
+    out.push_back({"generic", &generic::quantize_per_token_entry});
+    if (cpu_runs(KernelIsa::Avx2)) out.push_back({"avx2", &avx2::quantize_per_token_entry});
+    if (cpu_runs(KernelIsa::Avx512)) out.push_back({"avx512", &avx512::quantize_per_token_entry});
+  } else {
+    out.push_back({"reference", &reference::quantize_per_channel<c10::Half>});
+    out.push_back({"generic", &generic::quantize_per_channel_entry});
+    if (cpu_runs(KernelIsa::Avx2)) out.push_back({"avx2", &avx2::quantize_per_channel_entry});
+    if (cpu_runs(KernelIsa::Avx512)) out.push_back({"avx512", &avx512::quantize_per_channel_entry});
+  }
+  return out;
+}
+
 TEST(GroupQuant, NanAndInfAreRejectedNamingTheElement) {
-  const int64_t T = 8, D = 16;
+  const int64_t T = 16, D = 32;
   for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                     -std::numeric_limits<float>::infinity()}) {
     std::vector<float> x = random_rows(T, D, 1);
     x[5 * D + 9] = bad;
     std::vector<uint32_t> codes(T * D);
     std::vector<c10::Half> s(T * D), z(T * D);
-    const QuantShape q{2, 8, false};
-    for (int path = 0; path < 4; ++path) {
-      try {
-        if (path == 0) quantize_per_token<c10::Half>(x.data(), T, D, D, q, codes.data(), s.data(), z.data());
-        if (path == 1) quantize_per_channel<c10::Half>(x.data(), T, D, D, q, codes.data(), s.data(), z.data());
-        if (path == 2)
-          reference::quantize_per_token<c10::Half>(x.data(), T, D, D, q, codes.data(), s.data(), z.data());
-        if (path == 3)
-          reference::quantize_per_channel<c10::Half>(x.data(), T, D, D, q, codes.data(), s.data(), z.data());
-        ADD_FAILURE() << "no error for " << bad << " on path " << path;
-      } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("token 5, channel 9"), std::string::npos) << e.what();
-      }
-    }
+    for (int64_t G : {8, 16})
+      for (bool per_token : {true, false})
+        for (const auto& [name, quantize] : quant_paths(per_token)) {
+          try {
+            quantize(x.data(), T, D, D, {2, G, false}, codes.data(), s.data(), z.data());
+            ADD_FAILURE() << "no error for " << bad << " from " << name << ", G " << G;
+          } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("token 5, channel 9"), std::string::npos) << name << ": " << e.what();
+          }
+        }
   }
+  // The public functions check and dispatch to one of the builds above.
+  std::vector<float> x = random_rows(T, D, 1);
+  x[3] = std::numeric_limits<float>::quiet_NaN();
+  std::vector<uint32_t> codes(T * D);
+  std::vector<c10::Half> s(T * D), z(T * D);
+  EXPECT_THROW(quantize_per_token<c10::Half>(x.data(), T, D, D, {2, 16, false}, codes.data(), s.data(), z.data()),
+               Error);
 }
 
 TEST(GroupQuant, ValuesBeyondFp16AreAnErrorNotInf) {
-  std::vector<float> x(8, 1e6f);
-  x[3] = -1e6f;
-  std::vector<uint32_t> codes(8);
-  std::vector<c10::Half> s(1), z(1);
-  EXPECT_THROW(quantize_per_token<c10::Half>(x.data(), 1, 8, 8, {2, 8, false}, codes.data(), s.data(), z.data()),
-               Error);
-  std::vector<float> sf(1), zf(1);  // fp32 parameters hold them
-  EXPECT_NO_THROW(quantize_per_token<float>(x.data(), 1, 8, 8, {2, 8, false}, codes.data(), sf.data(), zf.data()));
+  const int64_t T = 16, D = 16;
+  std::vector<float> x(T * D, 1.f);
+  x[3 * D + 5] = 1e6f;  // token 3's group (and channel 5's) spans 1e6: its fp16 scale would be inf
+  std::vector<uint32_t> codes(T * D);
+  std::vector<c10::Half> s(T * D), z(T * D);
+  for (bool per_token : {true, false})
+    for (const auto& [name, quantize] : quant_paths(per_token)) {
+      try {
+        quantize(x.data(), T, D, D, {2, 16, false}, codes.data(), s.data(), z.data());
+        ADD_FAILURE() << "no error from " << name;
+      } catch (const Error& e) {
+        const std::string want = per_token ? "token 3, channel 0" : "token 0, channel 5";
+        EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << name << ": " << e.what();
+      }
+    }
+  std::vector<float> sf(T * D), zf(T * D);  // fp32 parameters hold them
+  EXPECT_NO_THROW(quantize_per_token<float>(x.data(), T, D, D, {2, 16, false}, codes.data(), sf.data(), zf.data()));
+  EXPECT_NO_THROW(quantize_per_channel<float>(x.data(), T, D, D, {2, 16, false}, codes.data(), sf.data(), zf.data()));
 }
 
 TEST(GroupQuant, ShapesThatDoNotFitAreErrors) {

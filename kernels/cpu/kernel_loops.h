@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kvlab/common/error.h"
@@ -156,6 +157,9 @@ inline uint32_t encode(float x, const GroupCoding& c) {
 #ifdef KVLAB_AVX2_LOOPS
 #include "quantize_avx2.h"
 #endif
+#ifdef KVLAB_AVX512_LOOPS
+#include "quantize_avx512.h"
+#endif
 
 // One token: D values in groups of G consecutive channels.
 template <int B, typename P>
@@ -197,6 +201,9 @@ void quantize_token(const float* x, int64_t D, const QuantShape& q, uint32_t* cb
 template <int B, typename P>
 void quantize_per_token(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
                         P* scales, P* zeros) {
+#ifdef KVLAB_AVX512_LOOPS
+  if (avx512_quant::quantize_per_token<B, P>(x, T, D, ld, q, codes, scales, zeros)) return;
+#endif
   const int64_t Wt = kvlab::kernels::packed_words(D, B), ng = D / q.group;
   std::vector<uint32_t> cbuf(D);
   for (int64_t t = 0; t < T; ++t)
@@ -208,6 +215,9 @@ void quantize_per_token(const float* x, int64_t T, int64_t D, int64_t ld, const 
 template <int B, typename P>
 void quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, const QuantShape& q, uint32_t* codes,
                           P* scales, P* zeros) {
+#ifdef KVLAB_AVX512_LOOPS
+  if (avx512_quant::quantize_per_channel<B, P>(x, T, D, ld, q, codes, scales, zeros)) return;
+#endif
   constexpr int cpw = cpw_of<B>();
   const int64_t G = q.group, Wc = kvlab::kernels::packed_words(G, B);
   std::vector<float> mn(D), mx(D), chk(D), zr(D), st(D), keep(D);
