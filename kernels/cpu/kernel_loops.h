@@ -534,8 +534,49 @@ inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const float*
   }
 }
 
+#ifdef KVLAB_AVX2_LOOPS
+// exp_nonpositive on 8 lanes: the same steps in the same order.
+inline __m256 exp_nonpositive8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693145752f))),
+                                 _mm256_mul_ps(n, _mm256_set1_ps(1.42860677e-6f)));
+  __m256 p = _mm256_set1_ps(1.f / 720.f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+#endif
+
 // Replaces each row of raw scores by exp(scale * (s - max)); inv_sum[h] = 1 / row sum.
 inline void softmax_unnormalized(float* scores, int64_t n_q, int64_t S, float scale, float* inv_sum) {
+#ifdef KVLAB_AVX2_LOOPS
+  // Spelled out: the compilers leave the max loop scalar.
+  for (int64_t h = 0; h < n_q; ++h) {
+    float* sh = scores + h * S;
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    int64_t t = 0;
+    for (; t + 8 <= S; t += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(sh + t));
+    float mx = avx2_loops::hmax(m8);
+    for (; t < S; ++t) mx = std::max(mx, sh[t]);
+    const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(mx * scale);
+    __m256 s8 = _mm256_setzero_ps();
+    for (t = 0; t + 8 <= S; t += 8) {
+      const __m256 e = exp_nonpositive8(_mm256_fmsub_ps(_mm256_loadu_ps(sh + t), vs, vm));
+      _mm256_storeu_ps(sh + t, e);
+      s8 = _mm256_add_ps(s8, e);
+    }
+    float sum = avx2_loops::hsum(s8);
+    for (; t < S; ++t) sum += (sh[t] = exp_nonpositive(sh[t] * scale - mx * scale));
+    inv_sum[h] = 1.f / sum;
+  }
+  return;
+#endif
   for (int64_t h = 0; h < n_q; ++h) {
     float* sh = scores + h * S;
     float mxl[kLanes], suml[kLanes] = {};
@@ -563,6 +604,29 @@ inline void softmax_unnormalized(float* scores, int64_t n_q, int64_t S, float sc
 // out[h] += sum_t p[h * S + t] v_full_t.
 inline void full_value_sum(const float* p, int64_t n_q, int64_t D, const float* v_full, int64_t tv_full,
                            int64_t S, float* out) {
+#ifdef KVLAB_AVX2_LOOPS
+  // Blocks of 32 tokens (16 KB at D = 128, so they stay in L1) read once from memory; within a
+  // block, 64 channels of one head are summed in registers instead of a load and store of out
+  // per token.
+  if (D % 64 == 0) {
+    constexpr int64_t kBlock = 32;
+    for (int64_t t0 = 0; t0 < tv_full; t0 += kBlock) {
+      const int64_t t1 = std::min(tv_full, t0 + kBlock);
+      for (int64_t h = 0; h < n_q; ++h)
+        for (int64_t d0 = 0; d0 < D; d0 += 64) {
+          __m256 acc[8];
+          for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(out + h * D + d0 + 8 * k);
+          for (int64_t t = t0; t < t1; ++t) {
+            const __m256 pt = _mm256_set1_ps(p[h * S + t]);
+            const float* vr = v_full + t * D + d0;
+            for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr + 8 * k), acc[k]);
+          }
+          for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + h * D + d0 + 8 * k, acc[k]);
+        }
+    }
+    return;
+  }
+#endif
   for (int64_t t = 0; t < tv_full; ++t) {
     const float* vr = v_full + t * D;
     for (int64_t h = 0; h < n_q; ++h) {

@@ -39,6 +39,12 @@ inline void params_to_float(const PackedStream& s, const void* p, int64_t first,
   for (; i < n; ++i) out[i] = _cvtsh_ss(h[i]);
 }
 
+inline float hmax(__m256 v) {
+  const __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 y = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_max_ss(y, _mm_movehdup_ps(y)));
+}
+
 inline float hsum(__m256 v) {
   const __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 y = _mm_add_ps(x, _mm_movehl_ps(x, x));

@@ -34,24 +34,36 @@ struct PairIndex {
   }
 };
 
-constexpr int kMaxHeads = 4;  // per pass over the codes: 4 accumulators each, 16 + indices in registers
+constexpr int kMaxHeads = 4;  // per pass over the codes: up to 16 accumulators in registers
 
-// sums[h] (16 token lanes of word w) = sum over channel pairs p of tabs[h * P + p][index of the pair].
-template <int HB>
-inline void key_word_sums(const PairIndex& ix, const uint32_t* cb, int64_t Wc, int64_t w, int64_t P,
-                          const __m512* tabs, __m512* sums) {
-  __m512 acc[HB][4];  // four chains per head, so that the adds never wait on each other
+// sums[h][k] (16 token lanes of word w0 + k) = sum over channel pairs p of the pair's table for
+// head h, looked up by the pair's codes. The table (qs_2p * lo + qs_2p+1 * hi) is built in a
+// register on the multiply pipes, which the lookups leave idle, and serves all NW words.
+template <int HB, int NW>
+inline void key_pair_sums(const PairIndex& ix, const uint32_t* cb, int64_t Wc, int64_t w0, int64_t P,
+                          const float* qs, int64_t D, __m512 (*sums)[2]) {
+  __m512 acc[2][HB][NW];  // two chains (even and odd pairs), so that the adds never wait long
+#pragma GCC unroll 4
   for (int h = 0; h < HB; ++h)
-    for (int u = 0; u < 4; ++u) acc[h][u] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int k = 0; k < NW; ++k) acc[0][h][k] = acc[1][h][k] = _mm512_setzero_ps();
   auto pair = [&](int u, int64_t p) {
-    const __m512i idx = ix(cb[2 * p * Wc + w], cb[(2 * p + 1) * Wc + w]);
-    for (int h = 0; h < HB; ++h) acc[h][u] = _mm512_add_ps(acc[h][u], _mm512_permutexvar_ps(idx, tabs[h * P + p]));
+    __m512i idx[NW];
+#pragma GCC unroll 2
+    for (int k = 0; k < NW; ++k) idx[k] = ix(cb[2 * p * Wc + w0 + k], cb[(2 * p + 1) * Wc + w0 + k]);
+#pragma GCC unroll 4
+    for (int h = 0; h < HB; ++h) {
+      const __m512 tab = _mm512_fmadd_ps(_mm512_set1_ps(qs[h * D + 2 * p + 1]), ix.hi,
+                                         _mm512_mul_ps(_mm512_set1_ps(qs[h * D + 2 * p]), ix.lo));
+#pragma GCC unroll 2
+      for (int k = 0; k < NW; ++k) acc[u][h][k] = _mm512_add_ps(acc[u][h][k], _mm512_permutexvar_ps(idx[k], tab));
+    }
   };
   int64_t p = 0;
-  for (; p + 4 <= P; p += 4) pair(0, p), pair(1, p + 1), pair(2, p + 2), pair(3, p + 3);
-  for (; p < P; ++p) pair(0, p);
+  for (; p + 2 <= P; p += 2) pair(0, p), pair(1, p + 1);
+  if (p < P) pair(0, p);
   for (int h = 0; h < HB; ++h)
-    sums[h] = _mm512_add_ps(_mm512_add_ps(acc[h][0], acc[h][1]), _mm512_add_ps(acc[h][2], acc[h][3]));
+    for (int k = 0; k < NW; ++k) sums[h][k] = _mm512_add_ps(acc[0][h][k], acc[1][h][k]);
 }
 
 // o[h * D + 16 * (w0 + k)] += sum over the tile's nt tokens of p * (s c + z) for NW consecutive
@@ -112,12 +124,15 @@ inline void value_words_sum(const PairIndex& ix, const uint32_t* ct, int64_t Wt,
     }
 }
 
+// All words of a tile for HB heads, in chunks whose HB x NW accumulators fit in registers
+// (at most 16: 8 words for one or two heads, 4 for four).
 template <int HB>
 inline void value_tile_sum(const PairIndex& ix, const uint32_t* ct, int64_t Wt, int64_t wpg, int64_t nt,
                            const float* wv, const float* up, int64_t ng, int64_t tile, float* o, int64_t D) {
   int64_t w0 = 0;
-  for (; w0 + 8 <= Wt; w0 += 8) value_words_sum<8, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
-  if (w0 + 4 <= Wt) value_words_sum<4, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D), w0 += 4;
+  if constexpr (HB <= 2)
+    for (; w0 + 8 <= Wt; w0 += 8) value_words_sum<8, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
+  for (; w0 + 4 <= Wt; w0 += 4) value_words_sum<4, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
   if (w0 + 2 <= Wt) value_words_sum<2, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D), w0 += 2;
   if (w0 < Wt) value_words_sum<1, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
 }
@@ -131,11 +146,7 @@ inline bool key_scores_per_channel_2bit(const float* q, int64_t n_q, int64_t D, 
   const int64_t G = k.shape.group, Wc = (G + 15) / 16, P = D / 2;
   const float off = k.shape.symmetric ? 1.f : 0.f;  // (1 << (2 - 1)) - 1
   thread_local std::vector<float> buf;
-  struct alignas(64) Table { float v[16]; };  // a vector<__m512> would drop the alignment attribute
-  thread_local std::vector<Table> table_buf;
   buf.resize(n_q * D + 2 * D + n_q);
-  table_buf.resize(n_q * P);
-  __m512* tabs = reinterpret_cast<__m512*>(table_buf.data());
   float* qs = buf.data();
   float* s = qs + n_q * D;
   float* z = s + D;
@@ -159,27 +170,27 @@ inline bool key_scores_per_channel_2bit(const float* q, int64_t n_q, int64_t D, 
       float b = _mm512_reduce_add_ps(b16);
       for (; d < D; ++d) qs[h * D + d] = qh[d] * s[d], b += qh[d] * z[d];
       bias[h] = b;
-      for (int64_t p = 0; p < P; ++p)
-        tabs[h * P + p] = _mm512_fmadd_ps(_mm512_set1_ps(qs[h * D + 2 * p + 1]), ix.hi,
-                                          _mm512_mul_ps(_mm512_set1_ps(qs[h * D + 2 * p]), ix.lo));
     }
     const uint32_t* cb = k.codes + n * D * Wc;
-    for (int64_t w = 0; w < Wc; ++w) {
-      const int64_t nt = std::min<int64_t>(16, G - 16 * w);
-      const __mmask16 valid = static_cast<__mmask16>((1u << nt) - 1u);
+    for (int64_t w0 = 0; w0 < Wc; w0 += 2) {  // two words (32 tokens) per pass
+      const int nw = w0 + 2 <= Wc ? 2 : 1;
       for (int64_t h0 = 0; h0 < n_q; h0 += kMaxHeads) {
         const int hb = static_cast<int>(std::min<int64_t>(kMaxHeads, n_q - h0));
-        __m512 sums[kMaxHeads];
-        switch (hb) {
-          case 1: key_word_sums<1>(ix, cb, Wc, w, P, tabs + h0 * P, sums); break;
-          case 2: key_word_sums<2>(ix, cb, Wc, w, P, tabs + h0 * P, sums); break;
-          case 3: key_word_sums<3>(ix, cb, Wc, w, P, tabs + h0 * P, sums); break;
-          default: key_word_sums<4>(ix, cb, Wc, w, P, tabs + h0 * P, sums); break;
-        }
-        for (int h = 0; h < hb; ++h) {
-          _mm512_mask_storeu_ps(scores + (h0 + h) * S + n * G + 16 * w, valid,
-                                _mm512_add_ps(sums[h], _mm512_set1_ps(bias[h0 + h])));
-        }
+        __m512 sums[kMaxHeads][2];
+        const float* qh = qs + h0 * D;
+#define KVLAB_CASE(H)                                                     \
+  case H:                                                                 \
+    if (nw == 2) key_pair_sums<H, 2>(ix, cb, Wc, w0, P, qh, D, sums);     \
+    else key_pair_sums<H, 1>(ix, cb, Wc, w0, P, qh, D, sums);             \
+    break;
+        switch (hb) { KVLAB_CASE(1) KVLAB_CASE(2) KVLAB_CASE(3) KVLAB_CASE(4) }
+#undef KVLAB_CASE
+        for (int h = 0; h < hb; ++h)
+          for (int j = 0; j < nw; ++j) {  // a word past G (G % 16 != 0) holds only G - 16 w tokens
+            const int64_t nt = std::min<int64_t>(16, G - 16 * (w0 + j));
+            _mm512_mask_storeu_ps(scores + (h0 + h) * S + n * G + 16 * (w0 + j), static_cast<__mmask16>((1u << nt) - 1u),
+                                  _mm512_add_ps(sums[h][j], _mm512_set1_ps(bias[h0 + h])));
+          }
       }
     }
   }
@@ -234,7 +245,9 @@ inline bool value_sum_per_token_2bit(const float* p, int64_t n_q, int64_t D, con
           u[i * ng + g] = i + 1 < nt ? ph[i] * zt[i * ng + g] + ph[i + 1] * zt[(i + 1) * ng + g] : ph[i] * zt[i * ng + g];
     }
     const uint32_t* ct = v.codes + t0 * Wt;
-    int64_t h0 = 0;  // two heads at a time: 8 words x 2 heads of accumulators fit in registers
+    int64_t h0 = 0;  // heads 4 at a time (each word's index serves all four), then 2, then 1
+    for (; h0 + 4 <= n_q; h0 += 4)
+      value_tile_sum<4>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
     for (; h0 + 2 <= n_q; h0 += 2)
       value_tile_sum<2>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
     if (h0 < n_q)
