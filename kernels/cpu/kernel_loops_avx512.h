@@ -68,8 +68,8 @@ inline void key_pair_sums(const PairIndex& ix, const uint32_t* cb, int64_t Wc, i
 
 // o[h * D + 16 * (w0 + k)] += sum over the tile's nt tokens of p * (s c + z) for NW consecutive
 // words (16 channels each), two tokens per lookup. wv [h][tile][ng] holds p * s and up
-// [h][tile][ng] the pairs' zero terms (at the pair's first token). Token-major, so that a group's table is built once per
-// token pair and serves all of the group's words.
+// [h][tile][ng] the pairs' zero terms (at the pair's first token). Token-major, so that a
+// group's table is built once per token pair and serves all of the group's words.
 template <int NW, int HB>
 inline void value_words_sum(const PairIndex& ix, const uint32_t* ct, int64_t Wt, int64_t w0, int64_t wpg,
                             int64_t nt, const float* wv, const float* up, int64_t ng, int64_t tile, float* o,
