@@ -143,7 +143,7 @@ TEST(PackedAttention, LongContextMatchesReference) {
 }
 
 // Each build this CPU runs, called directly, on the shapes where the builds take different paths:
-// the 2-bit table-lookup loops of the AVX-512 build (token and channel pairs, odd token counts,
+// the 2- and 4-bit table-lookup loops of the AVX-512 build (token and channel pairs, odd token counts,
 // tiles of 128 tokens, groups spanning 1 to 8 words or a partial word, 1 to 5 query heads) and
 // the layouts they hand back to the AVX2 loops (odd head_dim, groups that split a word).
 TEST(PackedAttention, EveryBuildMatchesReference) {
@@ -164,6 +164,15 @@ TEST(PackedAttention, EveryBuildMatchesReference) {
       {C, C, 2, 2, 16, false, ParamType::F16, 32, 32, 40, 2, 48},
       {T, T, 2, 4, 16, false, ParamType::F16, 33, 17, 41, 3, 48},
       {C, T, 4, 2, 32, false, ParamType::F16, 64, 63, 70, 4, 64},
+      // 4 bits: key blocks of 1 to 8 words (single words, pairs, two pairs), values in 16-channel
+      // chunks of 1 to 8 per group.
+      {C, T, 4, 4, 32, false, ParamType::F16, 288, 301, 421, 1, 128},
+      {C, T, 4, 4, 8, true, ParamType::F16, 40, 41, 45, 2, 64},
+      {C, T, 4, 4, 16, false, ParamType::F32, 48, 47, 50, 3, 48},
+      {C, T, 4, 4, 64, false, ParamType::F16, 128, 129, 140, 4, 128},
+      {C, T, 4, 4, 128, true, ParamType::F16, 128, 130, 131, 5, 128},
+      {C, T, 4, 4, 24, false, ParamType::F16, 48, 47, 50, 2, 96},     // 3 words per key block
+      {C, T, 4, 4, 16, false, ParamType::F16, 32, 33, 40, 4, 80},     // 5 chunks per value row
   };
   uint32_t seed = 500;
   for (Build b : builds)

@@ -338,6 +338,10 @@ void packed_key_scores(const float* q, int64_t n_q, int64_t D, const PackedStrea
     if (k.granularity == Granularity::PerChannel &&
         avx512_loops::key_scores_per_channel_2bit(q, n_q, D, k, scores, S))
       return;
+  if constexpr (B == 4)
+    if (k.granularity == Granularity::PerChannel &&
+        avx512_loops::key_scores_per_channel_4bit(q, n_q, D, k, scores, S))
+      return;
 #endif
 #ifdef KVLAB_AVX2_LOOPS
   if (k.granularity == Granularity::PerChannel) return avx2_loops::key_scores_per_channel<B>(q, n_q, D, k, scores, S);
@@ -415,6 +419,9 @@ void packed_value_sum(const float* p, int64_t n_q, int64_t D, const PackedStream
 #ifdef KVLAB_AVX512_LOOPS
   if constexpr (B == 2)
     if (v.granularity == Granularity::PerToken && avx512_loops::value_sum_per_token_2bit(p, n_q, D, v, S, out))
+      return;
+  if constexpr (B == 4)
+    if (v.granularity == Granularity::PerToken && avx512_loops::value_sum_per_token_4bit(p, n_q, D, v, S, out))
       return;
 #endif
 #ifdef KVLAB_AVX2_LOOPS

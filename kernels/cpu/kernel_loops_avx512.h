@@ -1,4 +1,4 @@
-// AVX-512 versions of the two 2-bit decode loops (KIVI's layout: keys per-channel, values
+// AVX-512 versions of the 2- and 4-bit decode loops (KIVI's layout: keys per-channel, values
 // per-token), by table lookup instead of unpack-convert-multiply. Included by kernel_loops.h,
 // inside its namespace, after kernel_loops_avx2.h, only when the translation unit is compiled
 // with AVX-512 F/VL/BW/DQ (kernels_avx512.cpp).
@@ -14,6 +14,7 @@
 // -Wmaybe-uninitialized reports at every use; the warning is about the header, not this code.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 namespace avx512_loops {
 
 struct PairIndex {
@@ -137,6 +138,30 @@ inline void value_tile_sum(const PairIndex& ix, const uint32_t* ct, int64_t Wt, 
   if (w0 < Wt) value_words_sum<1, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
 }
 
+// Block n of per-channel keys: q . (c s + z) = (q * s) . c + q . z. Writes qs = q * s per head
+// [n_q][D] and bias = q . z per head; s and z [D] are scratch. off is the symmetric code offset.
+inline void block_queries(const float* q, int64_t n_q, int64_t D, const PackedStream& k, int64_t n, float off,
+                          float* qs, float* bias, float* s, float* z) {
+  avx2_loops::params_to_float(k, k.scales, n * D, D, s);
+  if (k.shape.symmetric)
+    for (int64_t d = 0; d < D; ++d) z[d] = -off * s[d];
+  else
+    avx2_loops::params_to_float(k, k.zeros, n * D, D, z);
+  for (int64_t h = 0; h < n_q; ++h) {
+    const float* qh = q + h * D;
+    __m512 b16 = _mm512_setzero_ps();  // in lanes: a serial sum would cost 4 cycles per channel
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16) {
+      const __m512 qv = _mm512_loadu_ps(qh + d);
+      _mm512_storeu_ps(qs + h * D + d, _mm512_mul_ps(qv, _mm512_loadu_ps(s + d)));
+      b16 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(z + d), b16);
+    }
+    float b = _mm512_reduce_add_ps(b16);
+    for (; d < D; ++d) qs[h * D + d] = qh[d] * s[d], b += qh[d] * z[d];
+    bias[h] = b;
+  }
+}
+
 // scores[h * S + t] = q_h . key_t for 2-bit per-channel packed keys. False when D is odd (the
 // AVX2 loop runs instead).
 inline bool key_scores_per_channel_2bit(const float* q, int64_t n_q, int64_t D, const PackedStream& k,
@@ -152,25 +177,7 @@ inline bool key_scores_per_channel_2bit(const float* q, int64_t n_q, int64_t D, 
   float* z = s + D;
   float* bias = z + D;
   for (int64_t n = 0; n < k.tokens / G; ++n) {
-    // q . (c s + z) = (q * s) . c + q . z, and (q*s)_d c_d + (q*s)_{d+1} c_{d+1} is a table lookup.
-    avx2_loops::params_to_float(k, k.scales, n * D, D, s);
-    if (k.shape.symmetric)
-      for (int64_t d = 0; d < D; ++d) z[d] = -off * s[d];
-    else
-      avx2_loops::params_to_float(k, k.zeros, n * D, D, z);
-    for (int64_t h = 0; h < n_q; ++h) {
-      const float* qh = q + h * D;
-      __m512 b16 = _mm512_setzero_ps();  // in lanes: a serial sum would cost 4 cycles per channel
-      int64_t d = 0;
-      for (; d + 16 <= D; d += 16) {
-        const __m512 qv = _mm512_loadu_ps(qh + d);
-        _mm512_storeu_ps(qs + h * D + d, _mm512_mul_ps(qv, _mm512_loadu_ps(s + d)));
-        b16 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(z + d), b16);
-      }
-      float b = _mm512_reduce_add_ps(b16);
-      for (; d < D; ++d) qs[h * D + d] = qh[d] * s[d], b += qh[d] * z[d];
-      bias[h] = b;
-    }
+    block_queries(q, n_q, D, k, n, off, qs, bias, s, z);
     const uint32_t* cb = k.codes + n * D * Wc;
     for (int64_t w0 = 0; w0 < Wc; w0 += 2) {  // two words (32 tokens) per pass
       const int nw = w0 + 2 <= Wc ? 2 : 1;
@@ -197,6 +204,67 @@ inline bool key_scores_per_channel_2bit(const float* q, int64_t n_q, int64_t D, 
   return true;
 }
 
+// Per tile of per-token values, for each head: w = p * s and u = p * z per token and group, in
+// rows [tile][ng]. With paired, u at an even token holds the pair's sum p_t z_t + p_t+1 z_t+1.
+struct TileWeights {
+  static constexpr int64_t kTile = 128;  // tokens per tile (even): their weights stay in L1
+  int64_t ng = 0;
+  std::vector<float> buf;
+  float *st = nullptr, *zt = nullptr, *wv = nullptr, *up = nullptr;
+  __m512i spread, partner;
+  bool vec = false;
+  int64_t tpv = 0;
+
+  void reset(int64_t n_q, int64_t groups) {
+    ng = groups;
+    buf.resize(2 * kTile * ng + 2 * n_q * kTile * ng);
+    st = buf.data();              // [kTile][ng] scales as floats
+    zt = st + kTile * ng;         // [kTile][ng] zeros (or -off * scale)
+    wv = zt + kTile * ng;         // [h][kTile][ng]
+    up = wv + n_q * kTile * ng;   // [h][kTile][ng]
+    // A vector holds 16 / ng tokens' parameters; lane l is token l / ng, group l % ng. Its
+    // partner token in a pair sits ng lanes away (l ^ ng), as ng is a power of two.
+    vec = ng == 1 || ng == 2 || ng == 4 || ng == 8;
+    tpv = vec ? 16 / ng : 0;
+    alignas(64) int32_t spread_i[16], partner_i[16];
+    for (int l = 0; l < 16; ++l)
+      spread_i[l] = vec ? l / static_cast<int>(ng) : 0, partner_i[l] = vec ? l ^ static_cast<int>(ng) : l;
+    spread = _mm512_load_si512(spread_i), partner = _mm512_load_si512(partner_i);
+  }
+
+  void compute(const float* p, int64_t n_q, int64_t S, const PackedStream& v, float off, int64_t t0, int64_t nt,
+               bool paired) {
+    avx2_loops::params_to_float(v, v.scales, t0 * ng, nt * ng, st);
+    if (v.shape.symmetric)
+      for (int64_t i = 0; i < nt * ng; ++i) zt[i] = -off * st[i];
+    else
+      avx2_loops::params_to_float(v, v.zeros, t0 * ng, nt * ng, zt);
+    const int64_t nv = vec ? nt / tpv * tpv : 0;  // tokens done 16 / ng at a time; tpv is even
+    const __mmask16 first = static_cast<__mmask16>((1u << tpv) - 1u);
+    for (int64_t h = 0; h < n_q; ++h) {
+      const float* ph = p + h * S + t0;
+      float* w = wv + h * kTile * ng;
+      float* u = up + h * kTile * ng;
+      for (int64_t i = 0; i < nv; i += tpv) {
+        const __m512 pv = _mm512_permutexvar_ps(spread, _mm512_maskz_loadu_ps(first, ph + i));
+        _mm512_storeu_ps(w + i * ng, _mm512_mul_ps(pv, _mm512_loadu_ps(st + i * ng)));
+        const __m512 pz = _mm512_mul_ps(pv, _mm512_loadu_ps(zt + i * ng));
+        _mm512_storeu_ps(u + i * ng, paired ? _mm512_add_ps(pz, _mm512_permutexvar_ps(partner, pz)) : pz);
+      }
+      for (int64_t i = nv; i < nt; ++i)
+        for (int64_t g = 0; g < ng; ++g) w[i * ng + g] = ph[i] * st[i * ng + g];
+      if (!paired)
+        for (int64_t i = nv; i < nt; ++i)
+          for (int64_t g = 0; g < ng; ++g) u[i * ng + g] = ph[i] * zt[i * ng + g];
+      else
+        for (int64_t i = nv & ~int64_t{1}; i < nt; i += 2)
+          for (int64_t g = 0; g < ng; ++g)
+            u[i * ng + g] =
+                i + 1 < nt ? ph[i] * zt[i * ng + g] + ph[i + 1] * zt[(i + 1) * ng + g] : ph[i] * zt[i * ng + g];
+    }
+  }
+};
+
 // out[h] += sum_t p[h, t] value_t for 2-bit per-token packed values whose groups and rows hold
 // whole words (G and D multiples of 16); false otherwise (the AVX2 loop runs instead).
 inline bool value_sum_per_token_2bit(const float* p, int64_t n_q, int64_t D, const PackedStream& v, int64_t S,
@@ -205,46 +273,14 @@ inline bool value_sum_per_token_2bit(const float* p, int64_t n_q, int64_t D, con
   if (G % 16 != 0 || D % 16 != 0) return false;
   static const PairIndex ix;
   const int64_t Wt = D / 16, ng = D / G, wpg = G / 16;
-  const float off = v.shape.symmetric ? 1.f : 0.f;
-  constexpr int64_t kTile = 128;  // tokens per tile (even): their weights stay in L1
-  thread_local std::vector<float> buf;
-  buf.resize(2 * kTile * ng + 2 * n_q * kTile * ng);
-  float* st = buf.data();             // [kTile][ng] scales as floats
-  float* zt = st + kTile * ng;        // [kTile][ng] zeros (or -off * scale)
-  float* wv = zt + kTile * ng;        // [h][kTile][ng]: p * s
-  float* up = wv + n_q * kTile * ng;  // [h][kTile][ng]: p_t z_t + p_{t+1} z_{t+1} at even t
-  // A vector holds 16 / ng tokens' parameters; lane l is token l / ng, group l % ng. Its partner
-  // token in a pair sits ng lanes away (l ^ ng), as ng is a power of two.
-  const bool vec = ng == 1 || ng == 2 || ng == 4 || ng == 8;
-  const int64_t tpv = vec ? 16 / ng : 0;
-  alignas(64) int32_t spread_i[16], partner_i[16];
-  for (int l = 0; l < 16; ++l) spread_i[l] = vec ? l / static_cast<int>(ng) : 0, partner_i[l] = vec ? l ^ static_cast<int>(ng) : l;
-  const __m512i spread = _mm512_load_si512(spread_i), partner = _mm512_load_si512(partner_i);
+  constexpr int64_t kTile = TileWeights::kTile;
+  thread_local TileWeights tw;
+  tw.reset(n_q, ng);
   for (int64_t t0 = 0; t0 < T; t0 += kTile) {
-    const int64_t t1 = std::min(T, t0 + kTile), nt = t1 - t0;
-    avx2_loops::params_to_float(v, v.scales, t0 * ng, nt * ng, st);
-    if (v.shape.symmetric)
-      for (int64_t i = 0; i < nt * ng; ++i) zt[i] = -off * st[i];
-    else
-      avx2_loops::params_to_float(v, v.zeros, t0 * ng, nt * ng, zt);
-    const int64_t nv = vec ? nt / tpv * tpv : 0;  // tokens done 16 / ng at a time; tpv is even
-    for (int64_t h = 0; h < n_q; ++h) {
-      const float* ph = p + h * S + t0;
-      float* w = wv + h * kTile * ng;
-      float* u = up + h * kTile * ng;
-      for (int64_t i = 0; i < nv; i += tpv) {
-        const __m512 pv = _mm512_permutexvar_ps(spread, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << tpv) - 1u), ph + i));
-        _mm512_storeu_ps(w + i * ng, _mm512_mul_ps(pv, _mm512_loadu_ps(st + i * ng)));
-        const __m512 pz = _mm512_mul_ps(pv, _mm512_loadu_ps(zt + i * ng));
-        _mm512_storeu_ps(u + i * ng, _mm512_add_ps(pz, _mm512_permutexvar_ps(partner, pz)));
-      }
-      for (int64_t i = nv; i < nt; ++i)
-        for (int64_t g = 0; g < ng; ++g) w[i * ng + g] = ph[i] * st[i * ng + g];
-      for (int64_t i = nv & ~int64_t{1}; i < nt; i += 2)
-        for (int64_t g = 0; g < ng; ++g)
-          u[i * ng + g] = i + 1 < nt ? ph[i] * zt[i * ng + g] + ph[i + 1] * zt[(i + 1) * ng + g] : ph[i] * zt[i * ng + g];
-    }
+    const int64_t nt = std::min(T - t0, kTile);
+    tw.compute(p, n_q, S, v, v.shape.symmetric ? 1.f : 0.f, t0, nt, true);
     const uint32_t* ct = v.codes + t0 * Wt;
+    const float *wv = tw.wv, *up = tw.up;
     int64_t h0 = 0;  // heads 4 at a time (each word's index serves all four), then 2, then 1
     for (; h0 + 4 <= n_q; h0 += 4)
       value_tile_sum<4>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
@@ -252,6 +288,177 @@ inline bool value_sum_per_token_2bit(const float* p, int64_t n_q, int64_t D, con
       value_tile_sum<2>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
     if (h0 < n_q)
       value_tile_sum<1>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
+  }
+  return true;
+}
+
+// ---- 4 bits: one code is the whole index, and the table is a * (0..15) + b -----------------
+// Two 4-bit words (8 codes each) read as one 64-bit value and broadcast: lane 2m holds code m of
+// the first word, lane 2m + 1 code m of the second; sums come out interleaved that way and are
+// put back in order once, at the end.
+struct NibbleIndex {
+  __m512i shift = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+  __m512i unzip = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  __m512 ramp = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+  inline __m512i operator()(const uint32_t* two_words) const {
+    int64_t both;
+    std::memcpy(&both, two_words, sizeof both);
+    return _mm512_srlv_epi32(_mm512_set1_epi64(both), shift);
+  }
+  inline __m512i single(uint32_t word) const {  // odd lanes repeat the word: their sums are not kept
+    return _mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int32_t>(word)), shift);
+  }
+};
+
+// sums[h][k] (interleaved token lanes of word pair w0 + 2k, or of the single word w0 when SINGLE)
+// = sum over channels d of (qs_d * ramp)[code], the table built once per channel for NP pairs.
+template <int HB, int NP, bool SINGLE>
+inline void key_nibble_sums(const NibbleIndex& ix, const uint32_t* cb, int64_t Wc, int64_t w0, int64_t D,
+                            const float* qs, __m512 (*sums)[2]) {
+  __m512 acc[2][HB][NP];  // two chains (even and odd channels)
+#pragma GCC unroll 4
+  for (int h = 0; h < HB; ++h)
+#pragma GCC unroll 2
+    for (int k = 0; k < NP; ++k) acc[0][h][k] = acc[1][h][k] = _mm512_setzero_ps();
+  auto channel = [&](int u, int64_t d) {
+    __m512i idx[NP];
+#pragma GCC unroll 2
+    for (int k = 0; k < NP; ++k) idx[k] = SINGLE ? ix.single(cb[d * Wc + w0]) : ix(cb + d * Wc + w0 + 2 * k);
+#pragma GCC unroll 4
+    for (int h = 0; h < HB; ++h) {
+      const __m512 tab = _mm512_mul_ps(_mm512_set1_ps(qs[h * D + d]), ix.ramp);
+#pragma GCC unroll 2
+      for (int k = 0; k < NP; ++k) acc[u][h][k] = _mm512_add_ps(acc[u][h][k], _mm512_permutexvar_ps(idx[k], tab));
+    }
+  };
+  int64_t d = 0;
+  for (; d + 2 <= D; d += 2) channel(0, d), channel(1, d + 1);
+  if (d < D) channel(0, d);
+  for (int h = 0; h < HB; ++h)
+    for (int k = 0; k < NP; ++k) sums[h][k] = _mm512_add_ps(acc[0][h][k], acc[1][h][k]);
+}
+
+// scores[h * S + t] = q_h . key_t for 4-bit per-channel packed keys (any G, D).
+inline bool key_scores_per_channel_4bit(const float* q, int64_t n_q, int64_t D, const PackedStream& k,
+                                        float* scores, int64_t S) {
+  static const NibbleIndex ix;
+  const int64_t G = k.shape.group, Wc = (G + 7) / 8;
+  const float off = k.shape.symmetric ? 7.f : 0.f;  // (1 << (4 - 1)) - 1
+  thread_local std::vector<float> buf;
+  buf.resize(n_q * D + 2 * D + n_q);
+  float* qs = buf.data();
+  float* s = qs + n_q * D;
+  float* z = s + D;
+  float* bias = z + D;
+  for (int64_t n = 0; n < k.tokens / G; ++n) {
+    block_queries(q, n_q, D, k, n, off, qs, bias, s, z);
+    const uint32_t* cb = k.codes + n * D * Wc;
+    for (int64_t w0 = 0; w0 < Wc;) {  // two word pairs (32 tokens) per pass, then one pair, then a word
+      const int np = w0 + 4 <= Wc ? 2 : 1;
+      const bool single = w0 + 2 > Wc;
+      for (int64_t h0 = 0; h0 < n_q; h0 += kMaxHeads) {
+        const int hb = static_cast<int>(std::min<int64_t>(kMaxHeads, n_q - h0));
+        __m512 sums[kMaxHeads][2];
+        const float* qh = qs + h0 * D;
+#define KVLAB_CASE(H)                                                                  \
+  case H:                                                                              \
+    if (single) key_nibble_sums<H, 1, true>(ix, cb, Wc, w0, D, qh, sums);              \
+    else if (np == 2) key_nibble_sums<H, 2, false>(ix, cb, Wc, w0, D, qh, sums);       \
+    else key_nibble_sums<H, 1, false>(ix, cb, Wc, w0, D, qh, sums);                    \
+    break;
+        switch (hb) { KVLAB_CASE(1) KVLAB_CASE(2) KVLAB_CASE(3) KVLAB_CASE(4) }
+#undef KVLAB_CASE
+        for (int h = 0; h < hb; ++h)
+          for (int j = 0; j < (single ? 1 : np); ++j) {
+            const int64_t t = 8 * (w0 + 2 * j), nt = std::min<int64_t>(single ? 8 : 16, G - t);
+            const __m512 ordered = _mm512_permutexvar_ps(ix.unzip, sums[h][j]);
+            _mm512_mask_storeu_ps(scores + (h0 + h) * S + n * G + t, static_cast<__mmask16>((1u << nt) - 1u),
+                                  _mm512_add_ps(ordered, _mm512_set1_ps(bias[h0 + h])));
+          }
+      }
+      w0 += single ? 1 : 2 * np;
+    }
+  }
+  return true;
+}
+
+// o[h * D + 16 * (c0 + k)] += sum over the tile's nt tokens of p * (s c + z) for NC consecutive
+// 16-channel chunks (word pairs); the table w * ramp + u is built once per token and group.
+template <int NC, int HB>
+inline void value_nibble_sum(const NibbleIndex& ix, const uint32_t* ct, int64_t Wt, int64_t c0, int64_t cpg,
+                             int64_t nt, const float* wv, const float* up, int64_t ng, int64_t tile, float* o,
+                             int64_t D) {
+  __m512 acc[HB][NC];
+  const float* w[HB][NC];
+  const float* u[HB][NC];
+  bool fresh[NC];
+#pragma GCC unroll 16
+  for (int k = 0; k < NC; ++k) {
+    const int64_t g = (c0 + k) / cpg;
+    fresh[k] = k == 0 || (c0 + k) % cpg == 0;
+#pragma GCC unroll 4
+    for (int h = 0; h < HB; ++h) {
+      acc[h][k] = _mm512_setzero_ps();
+      w[h][k] = wv + h * tile * ng + g, u[h][k] = up + h * tile * ng + g;
+    }
+  }
+  const uint32_t* c = ct + 2 * c0;
+  for (int64_t i = 0; i < nt; ++i) {
+    __m512 tab[HB];
+#pragma GCC unroll 16
+    for (int k = 0; k < NC; ++k) {
+      if (fresh[k])
+#pragma GCC unroll 4
+        for (int h = 0; h < HB; ++h)
+          tab[h] = _mm512_fmadd_ps(_mm512_set1_ps(w[h][k][i * ng]), ix.ramp, _mm512_set1_ps(u[h][k][i * ng]));
+      const __m512i idx = ix(c + i * Wt + 2 * k);
+#pragma GCC unroll 4
+      for (int h = 0; h < HB; ++h) acc[h][k] = _mm512_add_ps(acc[h][k], _mm512_permutexvar_ps(idx, tab[h]));
+    }
+  }
+  for (int h = 0; h < HB; ++h)
+    for (int k = 0; k < NC; ++k) {
+      float* oh = o + h * D + (c0 + k) * 16;
+      _mm512_storeu_ps(oh, _mm512_add_ps(_mm512_loadu_ps(oh), _mm512_permutexvar_ps(ix.unzip, acc[h][k])));
+    }
+}
+
+template <int HB>
+inline void value_nibble_tile(const NibbleIndex& ix, const uint32_t* ct, int64_t Wt, int64_t cpg, int64_t nt,
+                              const float* wv, const float* up, int64_t ng, int64_t tile, float* o, int64_t D) {
+  const int64_t nc = D / 16;
+  int64_t c0 = 0;
+  if constexpr (HB <= 2)
+    for (; c0 + 8 <= nc; c0 += 8) value_nibble_sum<8, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D);
+  for (; c0 + 4 <= nc; c0 += 4) value_nibble_sum<4, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D);
+  if (c0 + 2 <= nc) value_nibble_sum<2, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D), c0 += 2;
+  if (c0 < nc) value_nibble_sum<1, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D);
+}
+
+// out[h] += sum_t p[h, t] value_t for 4-bit per-token packed values with G and D multiples of
+// 16; false otherwise (the AVX2 loop runs instead).
+inline bool value_sum_per_token_4bit(const float* p, int64_t n_q, int64_t D, const PackedStream& v, int64_t S,
+                                     float* out) {
+  const int64_t G = v.shape.group, T = v.tokens;
+  if (G % 16 != 0 || D % 16 != 0) return false;
+  static const NibbleIndex ix;
+  const int64_t Wt = D / 8, ng = D / G, cpg = G / 16;
+  constexpr int64_t kTile = TileWeights::kTile;
+  thread_local TileWeights tw;
+  tw.reset(n_q, ng);
+  for (int64_t t0 = 0; t0 < T; t0 += kTile) {
+    const int64_t nt = std::min(T - t0, kTile);
+    tw.compute(p, n_q, S, v, v.shape.symmetric ? 7.f : 0.f, t0, nt, false);
+    const uint32_t* ct = v.codes + t0 * Wt;
+    const float *wv = tw.wv, *up = tw.up;
+    int64_t h0 = 0;
+    for (; h0 + 4 <= n_q; h0 += 4)
+      value_nibble_tile<4>(ix, ct, Wt, cpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
+    for (; h0 + 2 <= n_q; h0 += 2)
+      value_nibble_tile<2>(ix, ct, Wt, cpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
+    if (h0 < n_q)
+      value_nibble_tile<1>(ix, ct, Wt, cpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
   }
   return true;
 }

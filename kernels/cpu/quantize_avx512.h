@@ -6,6 +6,7 @@
 // a horizontal OR.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's intrinsics, as in kernel_loops_avx512.h
+#pragma GCC diagnostic ignored "-Wuninitialized"
 namespace avx512_quant {
 
 template <typename P>
