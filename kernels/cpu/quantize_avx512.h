@@ -153,6 +153,39 @@ bool quantize_per_token(const float* x, int64_t T, int64_t D, int64_t ld, const 
 }
 
 
+// One word for each of 16 channels (d ...): the codes of tokens [j0, j1) of a block, token j0 in
+// the lowest bits. Built from the last token down, so each step shifts by the constant B.
+template <int B>
+inline __m512i block_word(const float* xb, int64_t ld, int64_t d, int64_t j0, int64_t j1, __m512 vz, __m512 vs,
+                          __m512 vk, __m512 vlo, __m512 vhi, __m512i voff) {
+  __m512i acc = _mm512_setzero_si512();
+  for (int64_t j = j1 - 1; j >= j0; --j) {
+    __m512 v = _mm512_div_ps(_mm512_sub_ps(_mm512_loadu_ps(xb + j * ld + d), vz), vs);
+    v = _mm512_mul_ps(_mm512_min_ps(_mm512_max_ps(v, vlo), vhi), vk);  // keep 0: code = offset
+    acc = _mm512_or_si512(_mm512_slli_epi32(acc, B), _mm512_add_epi32(_mm512_cvtps_epi32(v), voff));
+  }
+  return acc;
+}
+
+// dst[c * n + w] = acc[w][c] for 16 channels c and n = 2 or 4 words each (a small transpose).
+inline void store_interleaved(uint32_t* dst, const __m512i* acc, int64_t n) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  if (n == 2) {
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi32(acc[0], lo, acc[1]));
+    _mm512_storeu_si512(dst + 16, _mm512_permutex2var_epi32(acc[0], hi, acc[1]));
+    return;
+  }
+  // Pairs (w0, w1) and (w2, w3) per channel, then the pairs interleaved as 64-bit units.
+  const __m512i p_lo = _mm512_permutex2var_epi32(acc[0], lo, acc[1]), p_hi = _mm512_permutex2var_epi32(acc[0], hi, acc[1]);
+  const __m512i q_lo = _mm512_permutex2var_epi32(acc[2], lo, acc[3]), q_hi = _mm512_permutex2var_epi32(acc[2], hi, acc[3]);
+  const __m512i lo64 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), hi64 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+  _mm512_storeu_si512(dst, _mm512_permutex2var_epi64(p_lo, lo64, q_lo));
+  _mm512_storeu_si512(dst + 16, _mm512_permutex2var_epi64(p_lo, hi64, q_lo));
+  _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi64(p_hi, lo64, q_hi));
+  _mm512_storeu_si512(dst + 48, _mm512_permutex2var_epi64(p_hi, hi64, q_hi));
+}
+
 // Per-channel quantization of T rows (blocks of G tokens, each channel its own group) for any B,
 // with D a multiple of 16; false otherwise. Per block: ranges of 16 channels at a time kept in
 // registers over the G rows, the D codings together, then each word of cpw consecutive tokens
@@ -196,20 +229,23 @@ bool quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, cons
                           group_coding<B, P>(lo[d], hi[d], q.symmetric, &s, &z, n * G, d);
                         });
     uint32_t* cb = codes + n * D * Wc;
-    for (int64_t w = 0; w < Wc; ++w) {
-      const int64_t j0 = w * cpw, j1 = std::min<int64_t>(G, j0 + cpw);
+    if (Wc == 2 || Wc == 4) {  // a channel's words side by side: build them all, then interleave
       for (int64_t d = 0; d < D; d += 16) {
         const __m512 vz = _mm512_loadu_ps(zr + d), vs = _mm512_loadu_ps(st + d), vk = _mm512_loadu_ps(kp + d);
-        __m512i acc = _mm512_setzero_si512();
-        for (int64_t j = j0; j < j1; ++j) {
-          __m512 v = _mm512_div_ps(_mm512_sub_ps(_mm512_loadu_ps(xb + j * ld + d), vz), vs);
-          v = _mm512_mul_ps(_mm512_min_ps(_mm512_max_ps(v, vlo), vhi), vk);  // keep 0: code = offset
-          const __m512i c = _mm512_add_epi32(_mm512_cvtps_epi32(v), voff);
-          acc = _mm512_or_si512(acc, _mm512_sll_epi32(c, _mm_cvtsi32_si128(static_cast<int>((j - j0) * B))));
-        }
-        _mm512_storeu_si512(word.data() + d, acc);
+        __m512i acc[4];
+        for (int64_t w = 0; w < Wc; ++w)
+          acc[w] = block_word<B>(xb, ld, d, w * cpw, std::min<int64_t>(G, (w + 1) * cpw), vz, vs, vk, vlo, vhi, voff);
+        store_interleaved(cb + d * Wc, acc, Wc);
       }
-      for (int64_t d = 0; d < D; ++d) cb[d * Wc + w] = word[d];
+    } else {
+      for (int64_t w = 0; w < Wc; ++w) {
+        const int64_t j0 = w * cpw, j1 = std::min<int64_t>(G, j0 + cpw);
+        for (int64_t d = 0; d < D; d += 16)
+          _mm512_storeu_si512(word.data() + d,
+                              block_word<B>(xb, ld, d, j0, j1, _mm512_loadu_ps(zr + d), _mm512_loadu_ps(st + d),
+                                         _mm512_loadu_ps(kp + d), vlo, vhi, voff));
+        for (int64_t d = 0; d < D; ++d) cb[d * Wc + w] = word[d];
+      }
     }
   }
   return true;
