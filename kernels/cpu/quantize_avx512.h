@@ -211,14 +211,25 @@ bool quantize_per_channel(const float* x, int64_t T, int64_t D, int64_t ld, cons
   for (int64_t n = 0; n < T / G; ++n) {
     const float* xb = x + n * G * ld;
     __mmask16 nan = 0;
-    for (int64_t d = 0; d < D; d += 16) {
-      __m512 mn = _mm512_loadu_ps(xb + d), mx = mn;
+    for (int64_t d0 = 0; d0 < D; d0 += 128) {  // bands of up to 128 channels, read row by row
+      const int nc = static_cast<int>(std::min<int64_t>(8, (D - d0) / 16));
+      __m512 mn[8], mx[8];
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c)
+        if (c < nc) mn[c] = mx[c] = _mm512_loadu_ps(xb + d0 + 16 * c);
       for (int64_t j = 0; j < G; ++j) {
-        const __m512 v = _mm512_loadu_ps(xb + j * ld + d);
-        mn = _mm512_min_ps(mn, v), mx = _mm512_max_ps(mx, v);
-        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        const float* r = xb + j * ld + d0;
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c)
+          if (c < nc) {
+            const __m512 v = _mm512_loadu_ps(r + 16 * c);
+            mn[c] = _mm512_min_ps(mn[c], v), mx[c] = _mm512_max_ps(mx[c], v);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+          }
       }
-      _mm512_storeu_ps(lo + d, mn), _mm512_storeu_ps(hi + d, mx);
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c)
+        if (c < nc) _mm512_storeu_ps(lo + d0 + 16 * c, mn[c]), _mm512_storeu_ps(hi + d0 + 16 * c, mx[c]);
     }
     bool bad = nan != 0;
     for (int64_t d = 0; d < D; ++d) bad |= !std::isfinite(lo[d]) || !std::isfinite(hi[d]);
