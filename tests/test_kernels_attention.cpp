@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "../kernels/cpu/kernel_entries.h"
@@ -68,7 +69,18 @@ struct AttnCase {
   ParamType param;
   int64_t k_packed, v_packed, total;  // k_full = total - k_packed, v_full = total - v_packed
   int64_t n_q, D;
+  int64_t k_exact = 0, v_exact = 0;  // the last channels of packed tokens kept exact (fp32)
 };
+
+// The first D - e channels of T rows (what gets packed) and the last e (kept exact).
+std::pair<std::vector<float>, std::vector<float>> split_channels(const std::vector<float>& x, int64_t T, int64_t D,
+                                                                 int64_t e) {
+  std::vector<float> head(T * (D - e)), tail(T * e);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < D; ++d)
+      (d < D - e ? head[t * (D - e) + d] : tail[t * e + d - (D - e)]) = x[t * D + d];
+  return {head, tail};
+}
 
 enum class Build { Dispatched, Generic, Avx2, Avx512 };
 
@@ -76,10 +88,14 @@ void check(const AttnCase& c, uint32_t seed, Build build = Build::Dispatched) {
   const int64_t D = c.D, S = c.total;
   const std::vector<float> keys = randn(S * D, seed, 1.5f), values = randn(S * D, seed + 1);
   const std::vector<float> q = randn(c.n_q * D, seed + 2);
-  const std::vector<float> kp(keys.begin(), keys.begin() + c.k_packed * D);
-  const std::vector<float> vp(values.begin(), values.begin() + c.v_packed * D);
-  const Packed k = pack(kp, c.k_packed, D, c.kg, {c.kbits, c.group, c.symmetric}, c.param);
-  const Packed v = pack(vp, c.v_packed, D, c.vg, {c.vbits, c.group, c.symmetric}, c.param);
+  const auto [kp, k_exact] =
+      split_channels({keys.begin(), keys.begin() + c.k_packed * D}, c.k_packed, D, c.k_exact);
+  const auto [vp, v_exact] =
+      split_channels({values.begin(), values.begin() + c.v_packed * D}, c.v_packed, D, c.v_exact);
+  Packed k = pack(kp, c.k_packed, D - c.k_exact, c.kg, {c.kbits, c.group, c.symmetric}, c.param);
+  Packed v = pack(vp, c.v_packed, D - c.v_exact, c.vg, {c.vbits, c.group, c.symmetric}, c.param);
+  k.view.exact = c.k_exact > 0 ? k_exact.data() : nullptr, k.view.exact_dims = c.k_exact;
+  v.view.exact = c.v_exact > 0 ? v_exact.data() : nullptr, v.view.exact_dims = c.v_exact;
   const float* k_full = keys.data() + c.k_packed * D;
   const float* v_full = values.data() + c.v_packed * D;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
@@ -177,6 +193,35 @@ TEST(PackedAttention, EveryBuildMatchesReference) {
   uint32_t seed = 500;
   for (Build b : builds)
     for (const AttnCase& c : cases) check(c, seed++, b);
+}
+
+// MixKVQ's layout: the last channels of each packed token kept exact (keys, values or both), fused
+// into the same pass: per-channel and per-token codes over the other channels, 2 and 4 bits.
+TEST(PackedAttention, ExactChannelsMatchReference) {
+  std::vector<Build> builds{Build::Dispatched, Build::Generic};
+  if (cpu_runs(KernelIsa::Avx2)) builds.push_back(Build::Avx2);
+  if (cpu_runs(KernelIsa::Avx512)) builds.push_back(Build::Avx512);
+  const auto C = Granularity::PerChannel, T = Granularity::PerToken;
+  const std::vector<AttnCase> cases = {
+      {C, T, 2, 2, 32, false, ParamType::F16, 96, 100, 120, 4, 128, 8, 0},  // 120 packed channels
+      {C, T, 2, 2, 32, false, ParamType::F16, 96, 100, 120, 1, 128, 2, 0},
+      {C, T, 4, 4, 16, false, ParamType::F16, 48, 47, 60, 3, 64, 4, 16},    // values: 48 packed + 16 exact
+      {T, T, 2, 2, 16, true, ParamType::F32, 33, 40, 45, 2, 64, 16, 16},
+      {C, C, 3, 2, 8, false, ParamType::F16, 40, 32, 41, 2, 36, 4, 4},
+  };
+  uint32_t seed = 900;
+  for (Build b : builds)
+    for (const AttnCase& c : cases) check(c, seed++, b);
+}
+
+TEST(PackedAttention, ExactChannelCountMustLeaveCodes) {
+  const std::vector<float> q(64, 1.f), rows(4 * 64, 1.f);
+  std::vector<float> out(64), ws(4);
+  PackedStream k, v;
+  k.exact_dims = 64;  // nothing left to quantize
+  EXPECT_THROW(packed_decode_attention(q.data(), 1, 64, k, rows.data(), 4, v, rows.data(), 4, 1.f, out.data(),
+                                       ws.data()),
+               Error);
 }
 
 TEST(PackedAttention, MismatchedLengthsAreAnError) {

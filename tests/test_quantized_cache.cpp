@@ -120,7 +120,8 @@ TEST(QuantizedCache, BytesMatchTheAccountingFormula) {
 }
 
 // Decode attention through the cache (the packed kernel) == plain attention over the dequantized
-// packed part followed by the exact part, for KIVI and a per-token uniform plan, GQA.
+// packed part followed by the exact part, for KIVI and a per-token uniform plan, GQA; and with
+// exact channels (MixKVQ's layout): shared or per-head lists, on keys, values or both.
 TEST(QuantizedCache, DecodeAttentionEqualsDequantizedReference) {
   const int64_t B = 2, Hkv = 2, Hq = 4, D = 16;
   std::vector<LayerPlan> plans = {kivi_layer(2, 4, 8), kivi_layer(4, 4, 0)};
@@ -129,6 +130,11 @@ TEST(QuantizedCache, DecodeAttentionEqualsDequantizedReference) {
     p["bits"] = 3, p["group"] = 8, p["window"] = 5;
     plans.push_back(MethodRegistry::instance().create("uniform", p)->plan(test::small_config()).layers[0]);
   }
+  plans.push_back(kivi_layer(2, 4, 8));
+  plans.back().k.exact_channels = {3, 9};
+  plans.push_back(kivi_layer(4, 4, 0));
+  plans.back().k.head_exact_channels = {{1, 5}, {2, 12}};
+  plans.back().v.exact_channels = {0, 7, 8, 15};
   for (size_t i = 0; i < plans.size(); ++i) {
     QuantizedLayerCache cache(plans[i], MultiTokenMode::FullPrecision);
     cache.attend(randn({B, Hq, 21, D}, 1), randn({B, Hkv, 21, D}, 2), randn({B, Hkv, 21, D}, 3));

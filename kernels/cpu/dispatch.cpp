@@ -69,10 +69,13 @@ void check_quant(const QuantShape& q, int64_t T, int64_t D, int64_t ld, bool per
 }
 
 void check_stream(const PackedStream& s, int64_t D, const char* which) {
+  if (s.exact_dims < 0 || s.exact_dims >= D)
+    fail("kernels: packed {} stream has {} exact channels of {}", which, s.exact_dims, D);
   if (s.tokens == 0) return;
-  if (!s.codes || !s.scales || (!s.shape.symmetric && !s.zeros))
+  if (!s.codes || !s.scales || (!s.shape.symmetric && !s.zeros) || (s.exact_dims > 0 && !s.exact))
     fail("kernels: packed {} stream of {} tokens has a null pointer", which, s.tokens);
-  check_quant(s.shape, s.tokens, D, D, s.granularity == Granularity::PerToken);
+  const int64_t Dq = D - s.exact_dims;  // channels in the codes
+  check_quant(s.shape, s.tokens, Dq, Dq, s.granularity == Granularity::PerToken);
 }
 
 }  // namespace

@@ -682,17 +682,48 @@ KVLAB_QUANT_ENTRIES(c10::Half)
 void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
                             int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
                             float scale, float* out, float* workspace) {
-  thread_local std::vector<float> scratch;  // the loops' scratch, then n_q inverse row sums
+  // Scratch: the loops', then n_q inverse row sums, then (with exact channels) the queries over
+  // the packed key channels and the packed values' sums, n_q * D each.
+  thread_local std::vector<float> scratch;
   const int64_t loops = loop_scratch(n_q, D, k, v);
-  if (scratch.size() < static_cast<size_t>(loops + n_q)) scratch.resize(static_cast<size_t>(loops + n_q));
+  if (scratch.size() < static_cast<size_t>(loops + n_q + 2 * n_q * D))
+    scratch.resize(static_cast<size_t>(loops + n_q + 2 * n_q * D));
   float* inv_sum = scratch.data() + loops;
+  float* q_packed = inv_sum + n_q;
+  float* v_packed = q_packed + n_q * D;
   const int64_t S = k.tokens + tk_full;
+  const int64_t kd = D - k.exact_dims, vd = D - v.exact_dims;  // channels in the codes
   float* scores = workspace;
-  if (k.tokens > 0) KVLAB_BITS_SWITCH(k.shape.bits, (packed_key_scores<B>(q, n_q, D, k, scores, S, scratch.data())))
+  if (k.tokens > 0) {
+    const float* qk = q;
+    if (k.exact_dims > 0) {  // q . key = q[:kd] . packed + q[kd:] . exact
+      for (int64_t h = 0; h < n_q; ++h) std::copy(q + h * D, q + h * D + kd, q_packed + h * kd);
+      qk = q_packed;
+    }
+    KVLAB_BITS_SWITCH(k.shape.bits, (packed_key_scores<B>(qk, n_q, kd, k, scores, S, scratch.data())))
+    for (int64_t h = 0; h < n_q && k.exact_dims > 0; ++h)
+      for (int64_t t = 0; t < k.tokens; ++t) {
+        float dot = 0.f;
+        for (int64_t e = 0; e < k.exact_dims; ++e) dot += q[h * D + kd + e] * k.exact[t * k.exact_dims + e];
+        scores[h * S + t] += dot;
+      }
+  }
   full_key_scores(q, n_q, D, k_full, tk_full, scores + k.tokens, S);
   softmax_unnormalized(scores, n_q, S, scale, inv_sum);
   for (int64_t i = 0; i < n_q * D; ++i) out[i] = 0.f;
-  if (v.tokens > 0) KVLAB_BITS_SWITCH(v.shape.bits, (packed_value_sum<B>(scores, n_q, D, v, S, out, scratch.data())))
+  if (v.tokens > 0) {
+    if (v.exact_dims == 0) {
+      KVLAB_BITS_SWITCH(v.shape.bits, (packed_value_sum<B>(scores, n_q, D, v, S, out, scratch.data())))
+    } else {  // the packed channels into rows of vd, then out = [those ; sum_t p_t exact_t]
+      std::fill(v_packed, v_packed + n_q * vd, 0.f);
+      KVLAB_BITS_SWITCH(v.shape.bits, (packed_value_sum<B>(scores, n_q, vd, v, S, v_packed, scratch.data())))
+      for (int64_t h = 0; h < n_q; ++h) {
+        std::copy(v_packed + h * vd, v_packed + (h + 1) * vd, out + h * D);
+        for (int64_t t = 0; t < v.tokens; ++t)
+          for (int64_t e = 0; e < v.exact_dims; ++e) out[h * D + vd + e] += scores[h * S + t] * v.exact[t * v.exact_dims + e];
+      }
+    }
+  }
   full_value_sum(scores + v.tokens, n_q, D, v_full, tv_full, S, out);
   for (int64_t h = 0; h < n_q; ++h)
     for (int64_t d = 0; d < D; ++d) out[h * D + d] *= inv_sum[h];

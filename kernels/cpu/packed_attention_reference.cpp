@@ -9,24 +9,29 @@ namespace kvlab::kernels::reference {
 namespace {
 
 // Rows [tokens, D] of the packed part followed by the full-precision rows.
-std::vector<float> materialize(const PackedStream& s, int64_t D, const float* full, int64_t t_full) {
-  std::vector<float> rows((s.tokens + t_full) * D);
+std::vector<float> materialize(const PackedStream& s, int64_t D_all, const float* full, int64_t t_full) {
+  std::vector<float> rows((s.tokens + t_full) * D_all);
+  const int64_t D = D_all - s.exact_dims;  // channels in the codes
+  std::vector<float> deq(s.tokens * D);
   if (s.tokens > 0) {
     const bool f16 = s.param == ParamType::F16;
     const bool per_token = s.granularity == Granularity::PerToken;
     if (f16) {
       const auto* sc = static_cast<const c10::Half*>(s.scales);
       const auto* z = static_cast<const c10::Half*>(s.zeros);
-      if (per_token) reference::dequantize_per_token<c10::Half>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
-      else reference::dequantize_per_channel<c10::Half>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
+      if (per_token) reference::dequantize_per_token<c10::Half>(s.codes, sc, z, s.tokens, D, s.shape, deq.data(), D);
+      else reference::dequantize_per_channel<c10::Half>(s.codes, sc, z, s.tokens, D, s.shape, deq.data(), D);
     } else {
       const auto* sc = static_cast<const float*>(s.scales);
       const auto* z = static_cast<const float*>(s.zeros);
-      if (per_token) reference::dequantize_per_token<float>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
-      else reference::dequantize_per_channel<float>(s.codes, sc, z, s.tokens, D, s.shape, rows.data(), D);
+      if (per_token) reference::dequantize_per_token<float>(s.codes, sc, z, s.tokens, D, s.shape, deq.data(), D);
+      else reference::dequantize_per_channel<float>(s.codes, sc, z, s.tokens, D, s.shape, deq.data(), D);
     }
   }
-  std::copy(full, full + t_full * D, rows.begin() + s.tokens * D);
+  for (int64_t t = 0; t < s.tokens; ++t)
+    for (int64_t d = 0; d < D_all; ++d)
+      rows[t * D_all + d] = d < D ? deq[t * D + d] : s.exact[t * s.exact_dims + d - D];
+  std::copy(full, full + t_full * D_all, rows.begin() + s.tokens * D_all);
   return rows;
 }
 

@@ -64,15 +64,31 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
   const int64_t G = Hq / Hkv;
   const int64_t S = keys_.tokens();
   if (values_.tokens() != S) fail("kv cache: {} keys but {} values", S, values_.tokens());
-  if (keys_.has_exact_channels() || values_.has_exact_channels()) {
-    // Exact channels split a head in two; until the kernel learns that layout, attend over the
-    // dequantized cache (the reference semantics, one copy per step).
-    return causal_gqa_attention(q, stored(keys_, q.scalar_type()), stored(values_, q.scalar_type()));
+  // Exact channels (MixKVQ) go through the same kernel: each head's channels are put in the
+  // packed layout's order (quantized ones, then exact ones) for q and the full-precision rows, the
+  // kernel reads the packed tokens' exact channels beside their codes, and the output is put back.
+  const bool k_exact = keys_.has_exact_channels(), v_exact = values_.has_exact_channels();
+  auto reorder = [](const at::Tensor& x, const at::Tensor& order) {  // x [B, H, n, D], order [H, D]
+    return at::gather(x, 3, order.view({1, order.size(0), 1, order.size(1)}).expand_as(x));
+  };
+  at::Tensor qf = q.to(at::kFloat).reshape({B, Hkv, G, D});
+  at::Tensor kf = keys_.full().to(at::kFloat);    // [B, Hkv, tk, D]
+  at::Tensor vf = values_.full().to(at::kFloat);  // [B, Hkv, tv, D]
+  at::Tensor v_order, k_rows, v_rows;
+  if (k_exact) {
+    const at::Tensor k_order = keys_.channel_order();
+    qf = reorder(qf, k_order), kf = reorder(kf, k_order);
+    k_rows = keys_.exact_rows();
   }
-  at::Tensor qf = q.to(at::kFloat).reshape({B, Hkv, G, D}).contiguous();
-  at::Tensor kf = keys_.full().to(at::kFloat).contiguous();    // [B, Hkv, tk, D]
-  at::Tensor vf = values_.full().to(at::kFloat).contiguous();  // [B, Hkv, tv, D]
+  if (v_exact) {
+    v_order = values_.channel_order();
+    vf = reorder(vf, v_order);
+    v_rows = values_.exact_rows();
+  }
+  qf = qf.contiguous(), kf = kf.contiguous(), vf = vf.contiguous();
   const int64_t tk = kf.size(2), tv = vf.size(2);
+  const int64_t ek = keys_.spec().exact_count(), ev = values_.spec().exact_count();
+  const int64_t pk = keys_.packed_tokens(), pv = values_.packed_tokens();
   at::Tensor out = at::empty({B, Hkv, G, D}, at::kFloat);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float* qp = qf.data_ptr<float>();
@@ -83,11 +99,14 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
     std::vector<float> workspace(static_cast<size_t>(G * S));
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / Hkv, h = bh % Hkv;
-      kernels::packed_decode_attention(qp + bh * G * D, G, D, keys_.packed_view(b, h), kp + bh * tk * D, tk,
-                                       values_.packed_view(b, h), vp + bh * tv * D, tv, scale, op + bh * G * D,
-                                       workspace.data());
+      kernels::PackedStream ks = keys_.packed_view(b, h), vs = values_.packed_view(b, h);
+      if (k_exact) ks.exact_dims = ek, ks.exact = pk > 0 ? k_rows.data_ptr<float>() + bh * pk * ek : nullptr;
+      if (v_exact) vs.exact_dims = ev, vs.exact = pv > 0 ? v_rows.data_ptr<float>() + bh * pv * ev : nullptr;
+      kernels::packed_decode_attention(qp + bh * G * D, G, D, ks, kp + bh * tk * D, tk, vs, vp + bh * tv * D, tv,
+                                       scale, op + bh * G * D, workspace.data());
     }
   });
+  if (v_exact) out = at::empty_like(out).scatter_(3, v_order.view({1, Hkv, 1, D}).expand_as(out), out);
   return out.view({B, Hq, 1, D}).to(q.scalar_type());
 }
 

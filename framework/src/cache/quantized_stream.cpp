@@ -187,6 +187,17 @@ kernels::PackedStream QuantizedStream::packed_view(int64_t b, int64_t h) const {
   return v;
 }
 
+at::Tensor QuantizedStream::channel_order() const {
+  if (!has_exact_channels()) fail("kv cache: channel_order() of a stream without exact channels");
+  return at::cat({quant_idx_, exact_idx_}, 1);
+}
+
+at::Tensor QuantizedStream::exact_rows() const {
+  if (!has_exact_channels()) fail("kv cache: exact_rows() of a stream without exact channels");
+  if (packed_ == 0) return at::empty({B_, H_, 0, spec_.exact_count()}, at::kFloat);
+  return kept_.narrow(2, 0, packed_).to(at::kFloat).contiguous();
+}
+
 at::Tensor QuantizedStream::dequantized() const {
   at::Tensor out = at::empty({B_, H_, packed_, Dq_}, at::kFloat);
   if (packed_ == 0) return out;

@@ -36,6 +36,11 @@ class QuantizedStream {
   at::Tensor dequantized() const;   // [B, H, packed_tokens, D] fp32 (a copy)
   kernels::PackedStream packed_view(int64_t b, int64_t h) const;  // for the attention kernel
   bool has_exact_channels() const { return spec_.exact_count() > 0; }
+  // With exact channels, for the attention kernel: each head's channels in the order the packed
+  // layout uses, quantized ones first, then the exact ones ([H, D] int64); and the exact channels
+  // of the packed tokens as fp32 [B, H, packed_tokens, n_exact] (a copy).
+  at::Tensor channel_order() const;
+  at::Tensor exact_rows() const;
   ByteBreakdown bytes() const;
   int64_t capacity_bytes() const;
   void reset();

@@ -26,6 +26,11 @@ struct PackedStream {
   const uint32_t* codes = nullptr;
   const void* scales = nullptr;      // P* per `param`
   const void* zeros = nullptr;       // P*; nullptr when symmetric
+  // Exact (high-precision) channels, as MixKVQ keeps them: when exact_dims > 0, the codes hold the
+  // first D - exact_dims channels of each packed token and exact [tokens, exact_dims] (fp32) the
+  // last ones. The caller orders the channels of q, the full-precision rows and out that way.
+  const float* exact = nullptr;
+  int64_t exact_dims = 0;
 };
 
 // One (batch, kv-head): q [n_q, D] are the n_q query heads that share this kv-head (GQA).
