@@ -417,11 +417,8 @@ void packed_value_sum(const float* p, int64_t n_q, int64_t D, const PackedStream
   const int64_t G = v.shape.group;
   const float off = v.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
 #ifdef KVLAB_AVX512_LOOPS
-  if constexpr (B == 2)
-    if (v.granularity == Granularity::PerToken && avx512_loops::value_sum_per_token_2bit(p, n_q, D, v, S, out))
-      return;
-  if constexpr (B == 4)
-    if (v.granularity == Granularity::PerToken && avx512_loops::value_sum_per_token_4bit(p, n_q, D, v, S, out))
+  if constexpr (B == 2 || B == 4)
+    if (v.granularity == Granularity::PerToken && avx512_loops::value_sum_per_token_lut<B>(p, n_q, D, v, S, out))
       return;
 #endif
 #ifdef KVLAB_AVX2_LOOPS

@@ -125,42 +125,38 @@ inline void value_words_sum(const PairIndex& ix, const uint32_t* ct, int64_t Wt,
     }
 }
 
-// All words of a tile for HB heads, in chunks whose HB x NW accumulators fit in registers
-// (at most 16: 8 words for one or two heads, 4 for four).
-template <int HB>
-inline void value_tile_sum(const PairIndex& ix, const uint32_t* ct, int64_t Wt, int64_t wpg, int64_t nt,
-                           const float* wv, const float* up, int64_t ng, int64_t tile, float* o, int64_t D) {
-  int64_t w0 = 0;
-  if constexpr (HB <= 2)
-    for (; w0 + 8 <= Wt; w0 += 8) value_words_sum<8, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
-  for (; w0 + 4 <= Wt; w0 += 4) value_words_sum<4, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
-  if (w0 + 2 <= Wt) value_words_sum<2, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D), w0 += 2;
-  if (w0 < Wt) value_words_sum<1, HB>(ix, ct, Wt, w0, wpg, nt, wv, up, ng, tile, o, D);
-}
+// Per block n of per-channel keys: q . (c s + z) = (q * s) . c + q . z. compute() fills qs = q * s
+// [n_q][D] and bias = q . z per head; off is the symmetric code offset.
+struct BlockQueries {
+  std::vector<float> buf;
+  float *qs = nullptr, *bias = nullptr, *s = nullptr, *z = nullptr;  // s, z [D]: the block's parameters
 
-// Block n of per-channel keys: q . (c s + z) = (q * s) . c + q . z. Writes qs = q * s per head
-// [n_q][D] and bias = q . z per head; s and z [D] are scratch. off is the symmetric code offset.
-inline void block_queries(const float* q, int64_t n_q, int64_t D, const PackedStream& k, int64_t n, float off,
-                          float* qs, float* bias, float* s, float* z) {
-  avx2_loops::params_to_float(k, k.scales, n * D, D, s);
-  if (k.shape.symmetric)
-    for (int64_t d = 0; d < D; ++d) z[d] = -off * s[d];
-  else
-    avx2_loops::params_to_float(k, k.zeros, n * D, D, z);
-  for (int64_t h = 0; h < n_q; ++h) {
-    const float* qh = q + h * D;
-    __m512 b16 = _mm512_setzero_ps();  // in lanes: a serial sum would cost 4 cycles per channel
-    int64_t d = 0;
-    for (; d + 16 <= D; d += 16) {
-      const __m512 qv = _mm512_loadu_ps(qh + d);
-      _mm512_storeu_ps(qs + h * D + d, _mm512_mul_ps(qv, _mm512_loadu_ps(s + d)));
-      b16 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(z + d), b16);
-    }
-    float b = _mm512_reduce_add_ps(b16);
-    for (; d < D; ++d) qs[h * D + d] = qh[d] * s[d], b += qh[d] * z[d];
-    bias[h] = b;
+  void reset(int64_t n_q, int64_t D) {
+    buf.resize(n_q * D + 2 * D + n_q);
+    qs = buf.data(), s = qs + n_q * D, z = s + D, bias = z + D;
   }
-}
+
+  void compute(const float* q, int64_t n_q, int64_t D, const PackedStream& k, int64_t n, float off) {
+    avx2_loops::params_to_float(k, k.scales, n * D, D, s);
+    if (k.shape.symmetric)
+      for (int64_t d = 0; d < D; ++d) z[d] = -off * s[d];
+    else
+      avx2_loops::params_to_float(k, k.zeros, n * D, D, z);
+    for (int64_t h = 0; h < n_q; ++h) {
+      const float* qh = q + h * D;
+      __m512 b16 = _mm512_setzero_ps();  // in lanes: a serial sum would cost 4 cycles per channel
+      int64_t d = 0;
+      for (; d + 16 <= D; d += 16) {
+        const __m512 qv = _mm512_loadu_ps(qh + d);
+        _mm512_storeu_ps(qs + h * D + d, _mm512_mul_ps(qv, _mm512_loadu_ps(s + d)));
+        b16 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(z + d), b16);
+      }
+      float b = _mm512_reduce_add_ps(b16);
+      for (; d < D; ++d) qs[h * D + d] = qh[d] * s[d], b += qh[d] * z[d];
+      bias[h] = b;
+    }
+  }
+};
 
 // scores[h * S + t] = q_h . key_t for 2-bit per-channel packed keys. False when D is odd (the
 // AVX2 loop runs instead).
@@ -170,14 +166,11 @@ inline bool key_scores_per_channel_2bit(const float* q, int64_t n_q, int64_t D, 
   static const PairIndex ix;
   const int64_t G = k.shape.group, Wc = (G + 15) / 16, P = D / 2;
   const float off = k.shape.symmetric ? 1.f : 0.f;  // (1 << (2 - 1)) - 1
-  thread_local std::vector<float> buf;
-  buf.resize(n_q * D + 2 * D + n_q);
-  float* qs = buf.data();
-  float* s = qs + n_q * D;
-  float* z = s + D;
-  float* bias = z + D;
+  thread_local BlockQueries bq;
+  bq.reset(n_q, D);
+  const float *qs = bq.qs, *bias = bq.bias;
   for (int64_t n = 0; n < k.tokens / G; ++n) {
-    block_queries(q, n_q, D, k, n, off, qs, bias, s, z);
+    bq.compute(q, n_q, D, k, n, off);
     const uint32_t* cb = k.codes + n * D * Wc;
     for (int64_t w0 = 0; w0 < Wc; w0 += 2) {  // two words (32 tokens) per pass
       const int nw = w0 + 2 <= Wc ? 2 : 1;
@@ -265,33 +258,6 @@ struct TileWeights {
   }
 };
 
-// out[h] += sum_t p[h, t] value_t for 2-bit per-token packed values whose groups and rows hold
-// whole words (G and D multiples of 16); false otherwise (the AVX2 loop runs instead).
-inline bool value_sum_per_token_2bit(const float* p, int64_t n_q, int64_t D, const PackedStream& v, int64_t S,
-                                     float* out) {
-  const int64_t G = v.shape.group, T = v.tokens;
-  if (G % 16 != 0 || D % 16 != 0) return false;
-  static const PairIndex ix;
-  const int64_t Wt = D / 16, ng = D / G, wpg = G / 16;
-  constexpr int64_t kTile = TileWeights::kTile;
-  thread_local TileWeights tw;
-  tw.reset(n_q, ng);
-  for (int64_t t0 = 0; t0 < T; t0 += kTile) {
-    const int64_t nt = std::min(T - t0, kTile);
-    tw.compute(p, n_q, S, v, v.shape.symmetric ? 1.f : 0.f, t0, nt, true);
-    const uint32_t* ct = v.codes + t0 * Wt;
-    const float *wv = tw.wv, *up = tw.up;
-    int64_t h0 = 0;  // heads 4 at a time (each word's index serves all four), then 2, then 1
-    for (; h0 + 4 <= n_q; h0 += 4)
-      value_tile_sum<4>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
-    for (; h0 + 2 <= n_q; h0 += 2)
-      value_tile_sum<2>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
-    if (h0 < n_q)
-      value_tile_sum<1>(ix, ct, Wt, wpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
-  }
-  return true;
-}
-
 // ---- 4 bits: one code is the whole index, and the table is a * (0..15) + b -----------------
 // Two 4-bit words (8 codes each) read as one 64-bit value and broadcast: lane 2m holds code m of
 // the first word, lane 2m + 1 code m of the second; sums come out interleaved that way and are
@@ -345,14 +311,11 @@ inline bool key_scores_per_channel_4bit(const float* q, int64_t n_q, int64_t D, 
   static const NibbleIndex ix;
   const int64_t G = k.shape.group, Wc = (G + 7) / 8;
   const float off = k.shape.symmetric ? 7.f : 0.f;  // (1 << (4 - 1)) - 1
-  thread_local std::vector<float> buf;
-  buf.resize(n_q * D + 2 * D + n_q);
-  float* qs = buf.data();
-  float* s = qs + n_q * D;
-  float* z = s + D;
-  float* bias = z + D;
+  thread_local BlockQueries bq;
+  bq.reset(n_q, D);
+  const float *qs = bq.qs, *bias = bq.bias;
   for (int64_t n = 0; n < k.tokens / G; ++n) {
-    block_queries(q, n_q, D, k, n, off, qs, bias, s, z);
+    bq.compute(q, n_q, D, k, n, off);
     const uint32_t* cb = k.codes + n * D * Wc;
     for (int64_t w0 = 0; w0 < Wc;) {  // two word pairs (32 tokens) per pass, then one pair, then a word
       const int np = w0 + 4 <= Wc ? 2 : 1;
@@ -424,41 +387,60 @@ inline void value_nibble_sum(const NibbleIndex& ix, const uint32_t* ct, int64_t 
     }
 }
 
-template <int HB>
-inline void value_nibble_tile(const NibbleIndex& ix, const uint32_t* ct, int64_t Wt, int64_t cpg, int64_t nt,
-                              const float* wv, const float* up, int64_t ng, int64_t tile, float* o, int64_t D) {
-  const int64_t nc = D / 16;
-  int64_t c0 = 0;
-  if constexpr (HB <= 2)
-    for (; c0 + 8 <= nc; c0 += 8) value_nibble_sum<8, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D);
-  for (; c0 + 4 <= nc; c0 += 4) value_nibble_sum<4, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D);
-  if (c0 + 2 <= nc) value_nibble_sum<2, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D), c0 += 2;
-  if (c0 < nc) value_nibble_sum<1, HB>(ix, ct, Wt, c0, cpg, nt, wv, up, ng, tile, o, D);
+// ---- per-token values, 2 or 4 bits --------------------------------------------------------
+// Both lay a row out in units of 16 channels (a 2-bit word, a 4-bit word pair) and share the
+// tile weights; they differ in how a unit's codes index the table.
+template <int B>
+using LutIndex = std::conditional_t<B == 2, PairIndex, NibbleIndex>;
+
+template <int B, int NU, int HB>
+inline void value_units_sum(const LutIndex<B>& ix, const uint32_t* ct, int64_t Wt, int64_t u0, int64_t upg,
+                            int64_t nt, const float* wv, const float* up, int64_t ng, int64_t tile, float* o,
+                            int64_t D) {
+  if constexpr (B == 2) value_words_sum<NU, HB>(ix, ct, Wt, u0, upg, nt, wv, up, ng, tile, o, D);
+  else value_nibble_sum<NU, HB>(ix, ct, Wt, u0, upg, nt, wv, up, ng, tile, o, D);
 }
 
-// out[h] += sum_t p[h, t] value_t for 4-bit per-token packed values with G and D multiples of
-// 16; false otherwise (the AVX2 loop runs instead).
-inline bool value_sum_per_token_4bit(const float* p, int64_t n_q, int64_t D, const PackedStream& v, int64_t S,
-                                     float* out) {
+// All units of a tile for HB heads, in chunks whose HB x NU accumulators fit in registers
+// (at most 16: 8 units for one or two heads, 4 for four).
+template <int B, int HB>
+inline void value_tile_sum(const LutIndex<B>& ix, const uint32_t* ct, int64_t Wt, int64_t upg, int64_t nt,
+                           const float* wv, const float* up, int64_t ng, int64_t tile, float* o, int64_t D) {
+  const int64_t nu = D / 16;
+  int64_t u0 = 0;
+  if constexpr (HB <= 2)
+    for (; u0 + 8 <= nu; u0 += 8) value_units_sum<B, 8, HB>(ix, ct, Wt, u0, upg, nt, wv, up, ng, tile, o, D);
+  for (; u0 + 4 <= nu; u0 += 4) value_units_sum<B, 4, HB>(ix, ct, Wt, u0, upg, nt, wv, up, ng, tile, o, D);
+  if (u0 + 2 <= nu) value_units_sum<B, 2, HB>(ix, ct, Wt, u0, upg, nt, wv, up, ng, tile, o, D), u0 += 2;
+  if (u0 < nu) value_units_sum<B, 1, HB>(ix, ct, Wt, u0, upg, nt, wv, up, ng, tile, o, D);
+}
+
+// out[h] += sum_t p[h, t] value_t for 2- or 4-bit per-token packed values whose groups and rows
+// hold whole units (G and D multiples of 16); false otherwise (the AVX2 loop runs instead).
+template <int B>
+inline bool value_sum_per_token_lut(const float* p, int64_t n_q, int64_t D, const PackedStream& v, int64_t S,
+                                    float* out) {
+  static_assert(B == 2 || B == 4);
   const int64_t G = v.shape.group, T = v.tokens;
   if (G % 16 != 0 || D % 16 != 0) return false;
-  static const NibbleIndex ix;
-  const int64_t Wt = D / 8, ng = D / G, cpg = G / 16;
+  static const LutIndex<B> ix;
+  const int64_t Wt = D * B / 32, ng = D / G, upg = G / 16;
+  const float off = v.shape.symmetric ? static_cast<float>((1 << (B - 1)) - 1) : 0.f;
   constexpr int64_t kTile = TileWeights::kTile;
   thread_local TileWeights tw;
   tw.reset(n_q, ng);
   for (int64_t t0 = 0; t0 < T; t0 += kTile) {
     const int64_t nt = std::min(T - t0, kTile);
-    tw.compute(p, n_q, S, v, v.shape.symmetric ? 7.f : 0.f, t0, nt, false);
+    tw.compute(p, n_q, S, v, off, t0, nt, B == 2);  // 2 bits: one table per token pair
     const uint32_t* ct = v.codes + t0 * Wt;
-    const float *wv = tw.wv, *up = tw.up;
-    int64_t h0 = 0;
-    for (; h0 + 4 <= n_q; h0 += 4)
-      value_nibble_tile<4>(ix, ct, Wt, cpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
-    for (; h0 + 2 <= n_q; h0 += 2)
-      value_nibble_tile<2>(ix, ct, Wt, cpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
-    if (h0 < n_q)
-      value_nibble_tile<1>(ix, ct, Wt, cpg, nt, wv + h0 * kTile * ng, up + h0 * kTile * ng, ng, kTile, out + h0 * D, D);
+    auto heads = [&](auto hb, int64_t h0) {
+      value_tile_sum<B, decltype(hb)::value>(ix, ct, Wt, upg, nt, tw.wv + h0 * kTile * ng, tw.up + h0 * kTile * ng,
+                                             ng, kTile, out + h0 * D, D);
+    };
+    int64_t h0 = 0;  // heads 4 at a time (each unit's index serves all four), then 2, then 1
+    for (; h0 + 4 <= n_q; h0 += 4) heads(std::integral_constant<int, 4>{}, h0);
+    for (; h0 + 2 <= n_q; h0 += 2) heads(std::integral_constant<int, 2>{}, h0);
+    if (h0 < n_q) heads(std::integral_constant<int, 1>{}, h0);
   }
   return true;
 }

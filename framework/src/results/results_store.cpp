@@ -73,6 +73,45 @@ class Statement {
   std::string store_;
 };
 
+// Writes cells and their metrics with two prepared statements (inside the caller's transaction).
+class CellWriter {
+ public:
+  CellWriter(sqlite3* db, const std::string& store)
+      : cell_(db, std::string("INSERT INTO cells(") + kCellColumns +
+                      ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", store),
+        metric_(db, "INSERT INTO metrics(cell_id, name, value) VALUES(?, ?, ?)", store) {}
+
+  void write(const CellRecord& c) {
+    cell_.reset();
+    cell_.bind(1, c.cell_id);
+    cell_.bind(2, c.experiment);
+    cell_.bind(3, c.slug);
+    cell_.bind(4, c.model);
+    cell_.bind(5, c.task);
+    cell_.bind(6, c.method);
+    cell_.bind(7, c.config.dump());
+    cell_.bind(8, c.bits_k);
+    cell_.bind(9, c.bits_v);
+    cell_.bind(10, c.cache_bytes);
+    cell_.bind(11, c.memory_ratio);
+    cell_.bind(12, c.seconds);
+    cell_.bind(13, c.device);
+    cell_.bind(14, c.git_rev);
+    cell_.bind(15, c.finished_at);
+    cell_.step();
+    for (const auto& [name, value] : c.metrics) {
+      metric_.reset();
+      metric_.bind(1, c.cell_id);
+      metric_.bind(2, name);
+      metric_.bind(3, value);
+      metric_.step();
+    }
+  }
+
+ private:
+  Statement cell_, metric_;
+};
+
 CellRecord read_cell(const Statement& s, const std::string& store) {
   CellRecord c;
   c.cell_id = s.text(0);
@@ -248,32 +287,7 @@ ResultsStore::Insert ResultsStore::insert(const CellRecord& c) {
         fail("{}: cell {} ({}) is already stored with a different result: {}", path_, c.cell_id, c.slug, why);
       return Insert::AlreadyPresent;
     }
-    Statement s(db_, std::string("INSERT INTO cells(") + kCellColumns +
-                         ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", path_);
-    s.bind(1, c.cell_id);
-    s.bind(2, c.experiment);
-    s.bind(3, c.slug);
-    s.bind(4, c.model);
-    s.bind(5, c.task);
-    s.bind(6, c.method);
-    s.bind(7, c.config.dump());
-    s.bind(8, c.bits_k);
-    s.bind(9, c.bits_v);
-    s.bind(10, c.cache_bytes);
-    s.bind(11, c.memory_ratio);
-    s.bind(12, c.seconds);
-    s.bind(13, c.device);
-    s.bind(14, c.git_rev);
-    s.bind(15, c.finished_at);
-    s.step();
-    Statement m(db_, "INSERT INTO metrics(cell_id, name, value) VALUES(?, ?, ?)", path_);
-    for (const auto& [name, value] : c.metrics) {
-      m.reset();
-      m.bind(1, c.cell_id);
-      m.bind(2, name);
-      m.bind(3, value);
-      m.step();
-    }
+    CellWriter(db_, path_).write(c);
     exec("COMMIT");
   } catch (...) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -297,35 +311,8 @@ int64_t ResultsStore::merge_from(const ResultsStore& source) {
   }
   exec("BEGIN IMMEDIATE");
   try {
-    Statement s(db_, std::string("INSERT INTO cells(") + kCellColumns +
-                         ") VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", path_);
-    Statement m(db_, "INSERT INTO metrics(cell_id, name, value) VALUES(?, ?, ?)", path_);
-    for (const CellRecord* c : to_add) {
-      s.reset();
-      s.bind(1, c->cell_id);
-      s.bind(2, c->experiment);
-      s.bind(3, c->slug);
-      s.bind(4, c->model);
-      s.bind(5, c->task);
-      s.bind(6, c->method);
-      s.bind(7, c->config.dump());
-      s.bind(8, c->bits_k);
-      s.bind(9, c->bits_v);
-      s.bind(10, c->cache_bytes);
-      s.bind(11, c->memory_ratio);
-      s.bind(12, c->seconds);
-      s.bind(13, c->device);
-      s.bind(14, c->git_rev);
-      s.bind(15, c->finished_at);
-      s.step();
-      for (const auto& [name, value] : c->metrics) {
-        m.reset();
-        m.bind(1, c->cell_id);
-        m.bind(2, name);
-        m.bind(3, value);
-        m.step();
-      }
-    }
+    CellWriter writer(db_, path_);
+    for (const CellRecord* c : to_add) writer.write(*c);
     exec("COMMIT");
   } catch (...) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "json_lines.h"
 #include "kvlab/common/error.h"
 
 namespace kvlab::longbench {
@@ -43,18 +44,8 @@ std::vector<Record> load_records(const std::string& path, int64_t max_records) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read LongBench data file '{}'", path);
   std::vector<Record> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (max_records >= 0 && static_cast<int64_t>(out.size()) >= max_records) break;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", where, e.what());
-    }
-    if (!j.is_object()) fail("{}: expected a JSON object", where);
+  if (max_records == 0) return out;
+  for_each_json_line(in, path, [&](const nlohmann::json& j, const std::string& where) {
     Record r;
     r.input = text_field(j, "input", where, true);
     r.context = text_field(j, "context", where, true);
@@ -68,7 +59,8 @@ std::vector<Record> load_records(const std::string& path, int64_t max_records) {
     r.all_classes = list_field(j, "all_classes", where, false);
     r.id = text_field(j, "_id", where, false);
     out.push_back(std::move(r));
-  }
+    return max_records < 0 || static_cast<int64_t>(out.size()) < max_records;
+  });
   return out;
 }
 

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "json_lines.h"
 #include "kvlab/common/error.h"
 #include "kvlab/eval/longbench/metrics.h"
 
@@ -60,17 +61,7 @@ std::vector<Prediction> read_predictions(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read prediction file '{}'", path);
   std::vector<Prediction> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON ({})", where, e.what());
-    }
-    if (!j.is_object()) fail("{}: expected a JSON object", where);
+  for_each_json_line(in, path, [&](const nlohmann::json& j, const std::string& where) {
     Prediction p;
     if (!j.contains("pred") || !j["pred"].is_string()) fail("{}: key 'pred' must be a string", where);
     p.pred = j["pred"].get<std::string>();
@@ -82,7 +73,8 @@ std::vector<Prediction> read_predictions(const std::string& path) {
     }
     if (j.contains("_id") && j["_id"].is_string()) p.id = j["_id"].get<std::string>();
     out.push_back(std::move(p));
-  }
+    return true;
+  });
   return out;
 }
 
