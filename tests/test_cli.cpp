@@ -2,37 +2,18 @@
 // (one line on stderr, non-zero exit).
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
 
+#include "cli_run.h"
 #include "test_helpers.h"
 
 namespace kvlab {
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
+using test::CliRun;
 
-CliRun run_kvlab(const std::string& args, const test::TempDir& tmp) {
-  const std::string err_path = tmp / "stderr.txt";
-  const std::string cmd = std::string(KVLAB_BINARY) + " " + args + " 2>" + err_path;
-  CliRun r{};
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  return r;
-}
+CliRun run_kvlab(const std::string& args, const test::TempDir& tmp) { return test::run_kvlab(args, tmp / "stderr.txt"); }
 
 class Cli : public ::testing::Test {
  protected:
@@ -72,11 +53,7 @@ TEST_F(Cli, GenerateReportsTokensPerSecond) {
   EXPECT_NE(r.err.find("tok/s"), std::string::npos) << r.err;
 }
 
-void expect_one_line_error(const CliRun& r, const std::string& needle) {
-  EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-}
+using test::expect_one_line_error;
 
 TEST_F(Cli, ErrorsAreOneLine) {
   expect_one_line_error(run_kvlab("eval ppl --model /nonexistent/dir --text /dev/null", *tmp_), "/nonexistent/dir");

@@ -32,17 +32,8 @@ std::string write(const test::TempDir& dir, const std::string& name, const std::
 
 Grid grid_of(const std::string& path) { return build_grid(ExperimentSpec::load(path), GridOptions{}); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    EXPECT_EQ(m.find('\n'), std::string::npos) << "multi-line error: " << m;
-    return m;
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+// Every error here must also be one line.
+std::string error_of(const std::function<void()>& f) { return test::error_of(f, true); }
 
 std::string spec_error(const std::string& text) {
   test::TempDir dir;

@@ -1,13 +1,17 @@
 #pragma once
 // Small helpers shared by the test files.
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 
+#include "kvlab/common/error.h"
 #include "kvlab/model/model_config.h"
+#include "kvlab/tokenizer/tokenizer.h"
 
 namespace kvlab::test {
 
@@ -53,5 +57,36 @@ inline ModelConfig small_config(int64_t kv_heads = 4, const std::string& type = 
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
+
+// The kvlab::Error message f throws (a test failure when it throws none); with one_line, also
+// checks that the message is a single line.
+inline std::string error_of(const std::function<void()>& f, bool one_line = false) {
+  try {
+    f();
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    if (one_line) {
+      EXPECT_EQ(m.find('\n'), std::string::npos) << "multi-line error: " << m;
+    }
+    return m;
+  }
+  ADD_FAILURE() << "expected a kvlab::Error";
+  return "";
+}
+
+// A tokenizer of bytes folded into small_config's 50-token vocabulary, for model tests on text.
+class FoldTokenizer : public Tokenizer {
+ public:
+  std::vector<int32_t> encode(std::string_view text, bool) const override {
+    std::vector<int32_t> ids;
+    for (unsigned char ch : text) ids.push_back(2 + ch % 48);
+    return ids;
+  }
+  std::string decode(const std::vector<int32_t>&, bool) const override { return ""; }
+  int32_t vocab_size() const override { return 50; }
+  std::optional<int32_t> bos_id() const override { return 1; }
+  std::optional<int32_t> eos_id() const override { return std::nullopt; }
+  std::string kind() const override { return "fold"; }
+};
 
 }  // namespace kvlab::test

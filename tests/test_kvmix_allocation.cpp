@@ -10,6 +10,7 @@
 
 #include "../methods/kvmix/kvmix_allocation.h"
 #include "kvlab/common/error.h"
+#include "test_helpers.h"
 
 namespace kvlab::kvmix {
 namespace {
@@ -31,15 +32,7 @@ double cost(const std::vector<double>& scores, const std::vector<int>& bits) {
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+using test::error_of;
 
 ParamSet defaults(const std::string& yaml = "{}") { return ParamSet::resolve(allocation_params(), YAML::Load(yaml), "test"); }
 

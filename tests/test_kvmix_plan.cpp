@@ -20,15 +20,7 @@
 namespace kvlab {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+using test::error_of;
 
 ModelConfig layers_config(int64_t layers) {
   ModelConfig c = test::small_config(2);

@@ -4,12 +4,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sys/wait.h>
 
 #include "../methods/kvmix/kvmix_calibration_data.h"
 #include "../methods/kvmix/kvmix_plan_file.h"
@@ -21,6 +18,7 @@
 #include "kvlab/quant/calibration.h"
 #include "kvlab/quant/kv_method.h"
 #include "kvlab/tokenizer/tokenizer.h"
+#include "cli_run.h"
 #include "test_helpers.h"
 
 namespace kvlab {
@@ -338,24 +336,9 @@ TEST(KvmixStories260K, GradientRankingBeatsTheReversedRanking) {
 
 // ---- the kvlab command ------------------------------------------------------------------------
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
+using test::CliRun;
 
-CliRun run_kvlab(const std::string& args, const test::TempDir& tmp) {
-  const std::string cmd = std::string(KVLAB_BINARY) + " " + args + " 2>" + (tmp / "stderr.txt");
-  CliRun r{};
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(tmp / "stderr.txt");
-  r.err.assign(std::istreambuf_iterator<char>(in), {});
-  return r;
-}
+CliRun run_kvlab(const std::string& args, const test::TempDir& tmp) { return test::run_kvlab(args, tmp / "stderr.txt"); }
 
 TEST(KvmixCli, ProfileThenEvaluate) {
   test::TempDir tmp;

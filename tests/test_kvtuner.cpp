@@ -32,15 +32,7 @@ namespace {
 
 using kvtuner::BitPair;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+using test::error_of;
 
 TEST(KvTunerPairs, ParsesKVTunerNames) {
   EXPECT_EQ(kvtuner::parse_bit_pair("K8V4", "t"), (BitPair{8, 4}));
@@ -220,20 +212,7 @@ TEST(KvTunerScheme, ModesGiveTheKiviOrPerTokenLayout) {
   EXPECT_EQ(pt.k_flush.tokens_to_flush(5, 1), 5);  // residual 0: packed at once
 }
 
-// A tokenizer of bytes folded into a 50-token vocabulary (small_config's), for the model tests.
-class FoldTokenizer : public Tokenizer {
- public:
-  std::vector<int32_t> encode(std::string_view text, bool) const override {
-    std::vector<int32_t> ids;
-    for (unsigned char ch : text) ids.push_back(2 + ch % 48);
-    return ids;
-  }
-  std::string decode(const std::vector<int32_t>&, bool) const override { return ""; }
-  int32_t vocab_size() const override { return 50; }
-  std::optional<int32_t> bos_id() const override { return 1; }
-  std::optional<int32_t> eos_id() const override { return std::nullopt; }
-  std::string kind() const override { return "fold"; }
-};
+using test::FoldTokenizer;
 
 std::string calib_text() {
   std::string text;

@@ -27,15 +27,7 @@ at::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {
   return at::randn(shape, g);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+using test::error_of;
 
 // Loops over every element: query head h*G+g feeds kv head h; key blocks of 2 tokens (the 5th
 // token is a partial block and is left out of the range).
@@ -200,20 +192,7 @@ TEST(MixKvqCache, PerHeadExactChannelsInTheStream) {
             std::string::npos);
 }
 
-// A tokenizer of bytes folded into small_config's 50-token vocabulary.
-class FoldTokenizer : public Tokenizer {
- public:
-  std::vector<int32_t> encode(std::string_view text, bool) const override {
-    std::vector<int32_t> ids;
-    for (unsigned char ch : text) ids.push_back(2 + ch % 48);
-    return ids;
-  }
-  std::string decode(const std::vector<int32_t>&, bool) const override { return ""; }
-  int32_t vocab_size() const override { return 50; }
-  std::optional<int32_t> bos_id() const override { return 1; }
-  std::optional<int32_t> eos_id() const override { return std::nullopt; }
-  std::string kind() const override { return "fold"; }
-};
+using test::FoldTokenizer;
 
 // Profile -> plan file -> method -> cache, on a small random GQA model (2 kv heads of 8 channels).
 TEST(MixKvqProfile, EndToEndOnASmallModel) {

@@ -14,16 +14,8 @@
 namespace kvlab {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+// Every error here must also be one line.
+std::string error_of(const std::function<void()>& f) { return test::error_of(f, true); }
 
 TEST(PlanFile, RoundTripKeepsCoreAndMethodKeys) {
   test::TempDir tmp;

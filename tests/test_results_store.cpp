@@ -38,15 +38,7 @@ CellRecord make_cell(const std::string& id, const std::string& method, int bits,
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no error";
-  return "";
-}
+using test::error_of;
 
 int64_t count_rows(const std::string& path, const std::string& table) {
   sqlite3* db = nullptr;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kvlab/common/error.h"
+#include "test_helpers.h"
 
 namespace kvlab {
 namespace {
@@ -81,15 +82,7 @@ std::string pad8(std::string header) {
 }
 
 // The message of the kvlab::Error thrown by `f` ("" and a test failure if none is thrown).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a kvlab::Error";
-  return "";
-}
+using test::error_of;
 
 // Each defect is one line that names the file (or dir) and says what is wrong.
 void expect_error(const std::string& message, const std::string& path, const std::vector<std::string>& words) {
