@@ -59,6 +59,7 @@ struct DecodeArgs {
   float* ws;         // [streams, splits, n_q, D + 2]
   int S, C, chunks_per_split, splits;
   int k_fast, v_fast;  // the layout allows the fast path (per chunk: if the chunk is all packed)
+  uint32_t magic;      // 0x4B000000, a parameter so the compiler cannot fold it into an immediate
   // Shared-memory offsets, in 4-byte words.
   int off_q, off_sc, off_ml, off_acc, off_kc, off_kp, off_vc, off_vp, off_red;
 };
@@ -132,11 +133,11 @@ __device__ __forceinline__ int code_exponent(int j) {
   return j * B + B <= 23 ? j * B : j * B - 16;
 }
 template <int B>
-__device__ __forceinline__ float code_scaled(uint32_t lo, uint32_t hi, int j) {
+__device__ __forceinline__ float code_scaled(uint32_t lo, uint32_t hi, int j, uint32_t magic) {
   constexpr uint32_t mask = (1u << B) - 1u;
   const bool low = j * B + B <= 23;
   const uint32_t src = low ? lo : hi;
-  return __uint_as_float(0x4B000000u | (src & (mask << code_exponent<B>(j)))) - 8388608.f;
+  return __uint_as_float(magic | (src & (mask << code_exponent<B>(j)))) - 8388608.f;
 }
 __device__ __forceinline__ float pow2_neg(int e) { return __uint_as_float(static_cast<uint32_t>(127 - e) << 23); }
 
@@ -171,6 +172,7 @@ __device__ void keys_fast(const DecodeArgs& a, float* sm, int hg) {
   float* sc = sm + a.off_sc;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, p = lane & 7;
   const int per_round = 4 * (blockDim.x >> 5);
+  const uint32_t magic = a.magic;  // 2^23 in a register: (word & mask) | magic is one LOP3
   for (int base = 0; base < ncols; base += per_round) {  // uniform bounds: every lane joins the shuffles
     const int col = base + warp * 4 + (lane >> 3);
     const bool active = col < ncols;
@@ -194,7 +196,7 @@ __device__ void keys_fast(const DecodeArgs& a, float* sm, int hg) {
         }
 #pragma unroll
         for (int j = 0; j < CPW; ++j) {
-          const float c = code_scaled<B>(lo, hi, j);
+          const float c = code_scaled<B>(lo, hi, j, magic);
 #pragma unroll
           for (int h = 0; h < HB; ++h) v[h * CPW + j] = fmaf(qs[h], c, v[h * CPW + j]);
         }
@@ -279,6 +281,7 @@ __device__ void values_fast(const DecodeArgs& a, float* sm, int hg) {
   const float* pr = sm + a.off_sc;
   float* red = sm + a.off_red;  // [slices, HB, Dw]
   float* acc = sm + a.off_acc;
+  const uint32_t magic = a.magic;  // 2^23 in a register: (word & mask) | magic is one LOP3
   if (slice < slices) {
     float o[HB * CPW];
 #pragma unroll
@@ -299,7 +302,7 @@ __device__ void values_fast(const DecodeArgs& a, float* sm, int hg) {
       }
 #pragma unroll
       for (int j = 0; j < CPW; ++j) {
-        const float c = code_scaled<B>(lo, hi, j);
+        const float c = code_scaled<B>(lo, hi, j, magic);
 #pragma unroll
         for (int h = 0; h < HB; ++h) o[h * CPW + j] = fmaf(ps[h], c, o[h * CPW + j]);
       }
@@ -348,7 +351,7 @@ __device__ void values_generic(const DecodeArgs& a, float* sm, int64_t bh, int t
 }
 
 template <int HB>
-__global__ void __launch_bounds__(kThreads) decode_kernel(DecodeArgs a) {
+__global__ void __launch_bounds__(kThreads, 4) decode_kernel(DecodeArgs a) {
   KVLAB_DYNAMIC_SMEM(float, sm);
   const int64_t bh = blockIdx.x;
   const int split = blockIdx.y;
@@ -555,6 +558,7 @@ cudaError_t make_plan(const kvlab_cuda_decode_args* in, Plan& plan) {
   a.kf = {in->k_full.data, in->k_full.dtype, in->k_full.row_stride, in->k_full.stream_stride};
   a.vf = {in->v_full.data, in->v_full.dtype, in->v_full.row_stride, in->v_full.stream_stride};
   a.scale_log2 = in->softmax_scale * kLog2e;
+  a.magic = 0x4B000000u;
   a.out = in->out, a.out_stream = in->out_stream_stride;
   a.S = static_cast<int>(S);
   plan.HB = in->n_q == 1 ? 1 : 4;
