@@ -2,7 +2,7 @@
 # (kernels/cuda/include/kvlab/cuda/kv_cuda.h), no torch types.
 #   kvlab_cuda_emu_tests   the kernel tests, the kernels compiled as C++ for the host emulator;
 #                          always built (with KVLAB_TESTS), run by ctest.
-#   kvlab_cuda_kernels     the kernels for the GPU (nvcc, CMAKE_CUDA_ARCHITECTURES, default 90);
+#   kvlab_cuda_kernels     the kernels for the GPU (nvcc, KVLAB_CUDA_ARCHITECTURES, default 90);
 #   cuda_kernel_tests      the same tests against the CPU reference on a GPU (static cudart);
 #   cuda_kernel_bench      bandwidth against the copy ceiling (static cudart).
 #                          These three when KVLAB_CUDA_KERNELS is ON, or AUTO (default) and nvcc is
@@ -36,7 +36,7 @@ if(KVLAB_TESTS)
 endif()
 
 set(KVLAB_HAVE_CUDA_KERNELS OFF)
-if(NOT KVLAB_CUDA_KERNELS STREQUAL "OFF")
+if(KVLAB_WITH_CUDA OR NOT KVLAB_CUDA_KERNELS STREQUAL "OFF")
   if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
   endif()
@@ -44,24 +44,29 @@ if(NOT KVLAB_CUDA_KERNELS STREQUAL "OFF")
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     set(KVLAB_HAVE_CUDA_KERNELS ON)
-  elseif(KVLAB_CUDA_KERNELS STREQUAL "ON")
-    message(FATAL_ERROR "KVLAB_CUDA_KERNELS=ON but no CUDA compiler (nvcc) was found; set CMAKE_CUDA_COMPILER")
+  elseif(KVLAB_CUDA_KERNELS STREQUAL "ON" OR KVLAB_WITH_CUDA)
+    message(FATAL_ERROR "the CUDA kernels are needed (KVLAB_CUDA_KERNELS=ON or KVLAB_CUDA) but no CUDA compiler "
+                        "(nvcc) was found; set CMAKE_CUDA_COMPILER")
   else()
     message(STATUS "kvlab: nvcc not found, the CUDA kernels are not compiled (the emulated kernel tests still run)")
   endif()
 endif()
 
 if(KVLAB_HAVE_CUDA_KERNELS)
+  # Set per target: a LibTorch with CUDA resets CMAKE_CUDA_ARCHITECTURES (to OFF) for its own use.
+  set(KVLAB_CUDA_ARCHITECTURES 90 CACHE STRING "GPU architectures of the CUDA kernels (90: H100/H200)")
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 90)
+    set(CMAKE_CUDA_ARCHITECTURES ${KVLAB_CUDA_ARCHITECTURES})
   endif()
   enable_language(CUDA)
   find_package(CUDAToolkit REQUIRED)
-  message(STATUS "kvlab: CUDA kernels for sm_${CMAKE_CUDA_ARCHITECTURES} with nvcc ${CMAKE_CUDA_COMPILER_VERSION}")
+  message(STATUS "kvlab: CUDA kernels for sm_${KVLAB_CUDA_ARCHITECTURES} with nvcc ${CMAKE_CUDA_COMPILER_VERSION}")
   add_library(kvlab_cuda_kernels STATIC ${KVLAB_CUDA_DIR}/quantize_pack.cu ${KVLAB_CUDA_DIR}/decode_attention.cu)
   target_include_directories(kvlab_cuda_kernels PUBLIC ${KVLAB_CUDA_DIR}/include ${CUDAToolkit_INCLUDE_DIRS})
+  # The runtime library is chosen by each consumer: static for the standalone test and bench, the
+  # shared one LibTorch uses for kvlab itself.
   set_target_properties(kvlab_cuda_kernels PROPERTIES CUDA_STANDARD 17 POSITION_INDEPENDENT_CODE ON
-                        CUDA_RUNTIME_LIBRARY Static)
+                        CUDA_RUNTIME_LIBRARY None CUDA_ARCHITECTURES "${KVLAB_CUDA_ARCHITECTURES}")
   # Exact IEEE division and rounding (bit-identical quantization): never --use_fast_math here.
   target_compile_options(kvlab_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo>)
   option(KVLAB_CUDA_PTXAS_VERBOSE "Print registers / spills per kernel while compiling" OFF)
@@ -77,6 +82,7 @@ if(KVLAB_HAVE_CUDA_KERNELS)
     set_tests_properties(cuda_kernel_tests PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900)
   endif()
   add_executable(cuda_kernel_bench ${KVLAB_CUDA_DIR}/bench/cuda_kernel_bench.cu)
-  target_link_libraries(cuda_kernel_bench PRIVATE kvlab_cuda_kernels)
-  set_target_properties(cuda_kernel_bench PROPERTIES CUDA_STANDARD 17 CUDA_RUNTIME_LIBRARY Static)
+  target_link_libraries(cuda_kernel_bench PRIVATE kvlab_cuda_kernels CUDA::cudart_static)
+  set_target_properties(cuda_kernel_bench PROPERTIES CUDA_STANDARD 17 CUDA_RUNTIME_LIBRARY None
+                        CUDA_ARCHITECTURES "${KVLAB_CUDA_ARCHITECTURES}")
 endif()

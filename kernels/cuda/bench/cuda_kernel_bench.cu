@@ -10,6 +10,7 @@
 // (codes, scales, zeros, window, q) per second, median of the timed launches (CUDA events).
 // Quantize-and-pack: appending one decode token to every stream, and a 4096-token prefill.
 // Lines starting with "RESULT" are for scripts. Exit code 77: no usable CUDA device.
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
