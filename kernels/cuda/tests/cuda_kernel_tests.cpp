@@ -573,9 +573,9 @@ int main(int argc, char** argv) {
     std::printf("cuda_kernel_tests: no CUDA device (%s); nothing run\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     return 77;
   }
-#if defined(KVLAB_CUDA_EMULATE)
-  std::printf("cuda_kernel_tests: emulated device (host fibers)\n");
-#endif
   ::testing::InitGoogleTest(&argc, argv);
+#if defined(KVLAB_CUDA_EMULATE)
+  if (!::testing::GTEST_FLAG(list_tests)) std::printf("cuda_kernel_tests: emulated device (host fibers)\n");
+#endif
   return RUN_ALL_TESTS();
 }
