@@ -4,7 +4,7 @@
 # ["build-gpu/stage"], timeout_s ~480):
 #   1 probe       nvidia-smi, the device's torch, missing libraries
 #   2 tests       cuda_kernel_tests (the kernels against the CPU reference, 32K-token case included)
-#   3 memcheck    compute-sanitizer --tool memcheck on a small filter of those tests
+#   3 memcheck    compute-sanitizer --tool memcheck on a small filter of those tests (and racecheck)
 #   4 bandwidth   cuda_kernel_bench: copy ceiling, packed attention GB/s at 4K/32K/128K, 2/4 bits
 #   5 vs fp16     kvlab_cuda_attention_bench: the runtime's GPU attention vs LibTorch's fp16 SDPA
 #   6 cache       kvlab_tests CUDA cache tests (the quantized cache on the GPU vs on the CPU)
@@ -84,6 +84,12 @@ if [[ -x $SAN ]]; then
   rc=$?
   tail -5 "$LOG/memcheck.log"
   note memcheck "$([[ $rc == 0 ]] && echo clean || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)"
+  ((rc != 0)) && status=1
+  # Races between the block's threads (the host emulator cannot show them): a smaller filter.
+  "$SAN" --tool racecheck --error-exitcode 3 "$BIN/cuda_kernel_tests" \
+    --gtest_filter='CudaDecodeAttention.MixedKeyAndValueWidths:CudaQuantize.OddGroups*' > "$LOG/racecheck.log" 2>&1
+  rc=$?
+  note racecheck "$([[ $rc == 0 ]] && echo clean || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOG/racecheck.log" | tail -1)"
   ((rc != 0)) && status=1
 else
   note memcheck skipped "compute-sanitizer not found"

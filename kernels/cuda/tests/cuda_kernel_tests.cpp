@@ -463,6 +463,9 @@ TEST(CudaDecodeAttention, MixedKeyAndValueWidths) {
     check_attention({CHAN, TOK, kb, vb, 32, 32, false, F16, 768, 800, 900, 4, 128}, seed++);
     if (HasFailure()) return;
   }
+  // KVmix's 3-bit keys with G = 30 (240-token chunks), one and three query heads.
+  check_attention({CHAN, TOK, 3, 4, 30, 32, false, F16, 480, 500, 560, 1, 128}, seed++);
+  check_attention({CHAN, TOK, 3, 2, 30, 32, false, F16, 720, 704, 800, 3, 128}, seed++);
 }
 
 TEST(CudaDecodeAttention, EveryLayoutCombinationMatchesReference) {
