@@ -7,6 +7,7 @@
 #include "kvlab/common/error.h"
 
 #if KVLAB_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include "kvlab/cuda/kv_cuda.h"
@@ -69,6 +70,7 @@ void check(cudaError_t e, const char* what) {
 }  // namespace
 
 void quantize_append(const at::Tensor& x_in, const PackedLayout& dst) {
+  const c10::cuda::CUDAGuard guard(x_in.device());  // launches go to the tensors' device
   const at::Tensor x = streams_view(x_in);
   const int64_t B = x.size(0), H = x.size(1), n = x.size(2);
   if (n == 0 || B * H == 0) return;
@@ -90,6 +92,7 @@ void quantize_append(const at::Tensor& x_in, const PackedLayout& dst) {
 at::Tensor decode_attention(const at::Tensor& q_in, const PackedLayout& k, const at::Tensor& k_full_in,
                             const at::Tensor& k_exact_in, const PackedLayout& v, const at::Tensor& v_full_in,
                             const at::Tensor& v_exact_in, float softmax_scale) {
+  const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = q_in.to(at::kFloat).contiguous();
   const int64_t B = q.size(0), H = q.size(1), n_q = q.size(2), D = q.size(3);
   const at::Tensor k_full = streams_view(k_full_in), v_full = streams_view(v_full_in);
