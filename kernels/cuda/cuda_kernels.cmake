@@ -28,7 +28,8 @@ if(KVLAB_TESTS)
     ${KVLAB_CUDA_DIR}/emulator/cuda_emulator.cpp
     ${KVLAB_CUDA_DIR}/emulator/emulated_quantize_pack.cpp
     ${KVLAB_CUDA_DIR}/emulator/emulated_decode_attention.cpp
-    ${KVLAB_CUDA_DIR}/tests/cuda_kernel_tests.cpp)
+    ${KVLAB_CUDA_DIR}/tests/cuda_kernel_tests.cpp
+    ${KVLAB_CUDA_DIR}/tests/emulator_tests.cpp)
   target_include_directories(kvlab_cuda_emu_tests PRIVATE ${KVLAB_CUDA_DIR})
   target_compile_definitions(kvlab_cuda_emu_tests PRIVATE KVLAB_CUDA_EMULATE)
   target_link_libraries(kvlab_cuda_emu_tests PRIVATE kvlab_kernel_reference GTest::gtest Threads::Threads)
