@@ -333,7 +333,10 @@ TEST(KvmixMethod, FastPerplexityEqualsStreamingUnderTheRatioRule) {
   const auto stream = evaluate_quantized_perplexity(m, ids, opt, plan, PerplexityPath::Stream);
   EXPECT_GT(fast.kl_mean, 0.0);
   EXPECT_NEAR(fast.quantized.ppl(), stream.quantized.ppl(), 1e-4 * stream.quantized.ppl());
-  EXPECT_NEAR(fast.kl_mean, stream.kl_mean, 1e-4 * stream.kl_mean + 1e-7);
+  // KL is a small difference of log-probabilities: summation order (which differs between BLAS
+  // kernels of different CPUs) can flip a code at a rounding tie, moving it by ~1e-4 relative; a
+  // wrong schedule moves it by tens of percent.
+  EXPECT_NEAR(fast.kl_mean, stream.kl_mean, 1e-3 * stream.kl_mean + 1e-7);
 }
 
 }  // namespace
