@@ -10,7 +10,8 @@
 #   6 cache       kvlab_tests CUDA cache tests (the quantized cache on the GPU vs on the CPU)
 #   7 end to end  kvlab bench throughput --shape llama2-7b --random --device cuda: fp16, KIVI-2,
 #                 KVmix K2.19/V2.38 (when the kvlab staged has that command)
-# then a summary table, last. Logs go to $OUT (the device tool's folder) or build-gpu/out.
+# then a summary table, last. Logs go to $OUT (the device tool's folder; 8 files at most come back)
+# or build-gpu/out.
 # Exit: 0 every check passed, 1 a check failed, 77 no usable GPU (stops after the probe).
 # KVLAB_GPU_QUICK=1: shorter bench runs; KVLAB_E2E_GEN (default 256) generated tokens per sequence.
 set -uo pipefail
@@ -37,11 +38,12 @@ fi
 echo "== probe"
 cat "$STAGE/BUILD_INFO"
 if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; fi
-"$BIN/cuda_kernel_tests" --gtest_list_tests > "$LOG/probe.log" 2>&1
+probe_log=$(mktemp)
+"$BIN/cuda_kernel_tests" --gtest_list_tests > "$probe_log" 2>&1
 rc=$?
 if ((rc == 77)); then
-  cat "$LOG/probe.log"
-  note probe "no GPU" "$(head -1 "$LOG/probe.log")"
+  cat "$probe_log"
+  note probe "no GPU" "$(head -1 "$probe_log")"
   print_summary
   echo "run-gpu: no device; nothing measured"
   exit 77
@@ -80,16 +82,17 @@ SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer
 if [[ -x $SAN ]]; then
   "$SAN" --tool memcheck --leak-check full --error-exitcode 3 "$BIN/cuda_kernel_tests" \
     --gtest_filter='CudaQuantize.*:CudaDecodeAttention.KiviLayout*:CudaDecodeAttention.MixKvq*:CudaDecodeAttention.Empty*:CudaDecodeAttention.SplitCounts*' \
-    > "$LOG/memcheck.log" 2>&1
+    > "$LOG/sanitizer.log" 2>&1
   rc=$?
-  tail -5 "$LOG/memcheck.log"
-  note memcheck "$([[ $rc == 0 ]] && echo clean || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOG/memcheck.log" | tail -1)"
+  tail -5 "$LOG/sanitizer.log"
+  note memcheck "$([[ $rc == 0 ]] && echo clean || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOG/sanitizer.log" | tail -1)"
   ((rc != 0)) && status=1
   # Races between the block's threads (the host emulator cannot show them): a smaller filter.
   "$SAN" --tool racecheck --error-exitcode 3 "$BIN/cuda_kernel_tests" \
-    --gtest_filter='CudaDecodeAttention.MixedKeyAndValueWidths:CudaQuantize.OddGroups*' > "$LOG/racecheck.log" 2>&1
+    --gtest_filter='CudaDecodeAttention.MixedKeyAndValueWidths:CudaQuantize.OddGroups*' > "$LOG/racecheck.tmp" 2>&1
   rc=$?
-  note racecheck "$([[ $rc == 0 ]] && echo clean || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOG/racecheck.log" | tail -1)"
+  note racecheck "$([[ $rc == 0 ]] && echo clean || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOG/racecheck.tmp" | tail -1)"
+  { echo "==== racecheck"; cat "$LOG/racecheck.tmp"; } >> "$LOG/sanitizer.log" && rm -f "$LOG/racecheck.tmp"
   ((rc != 0)) && status=1
 else
   note memcheck skipped "compute-sanitizer not found"
