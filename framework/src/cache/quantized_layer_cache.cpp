@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kvlab/cache/cuda_backend.h"
 #include "kvlab/common/error.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/model/attention.h"
@@ -72,8 +73,9 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
     return at::gather(x, 3, order.view({1, order.size(0), 1, order.size(1)}).expand_as(x));
   };
   at::Tensor qf = q.to(at::kFloat).reshape({B, Hkv, G, D});
-  at::Tensor kf = keys_.full().to(at::kFloat);    // [B, Hkv, tk, D]
-  at::Tensor vf = values_.full().to(at::kFloat);  // [B, Hkv, tv, D]
+  // [B, Hkv, tk, D] and [B, Hkv, tv, D]; the CUDA kernel reads the model's dtype directly.
+  at::Tensor kf = q.is_cuda() ? keys_.full() : keys_.full().to(at::kFloat);
+  at::Tensor vf = q.is_cuda() ? values_.full() : values_.full().to(at::kFloat);
   at::Tensor v_order, k_rows, v_rows;
   if (k_exact) {
     const at::Tensor k_order = keys_.channel_order();
@@ -84,6 +86,12 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
     v_order = values_.channel_order();
     vf = reorder(vf, v_order);
     v_rows = values_.exact_rows();
+  }
+  if (q.is_cuda()) {
+    at::Tensor out = cuda_backend::decode_attention(qf, keys_.layout(), kf, k_rows, values_.layout(), vf, v_rows,
+                                                    1.0f / std::sqrt(static_cast<float>(D)));
+    if (v_exact) out = at::empty_like(out).scatter_(3, v_order.view({1, Hkv, 1, D}).expand_as(out), out);
+    return out.view({B, Hq, 1, D}).to(q.scalar_type());
   }
   qf = qf.contiguous(), kf = kf.contiguous(), vf = vf.contiguous();
   const int64_t tk = kf.size(2), tv = vf.size(2);
@@ -144,7 +152,7 @@ at::Tensor QuantizedLayerCache::token_by_token_attention(const at::Tensor& q, co
   at::Tensor s_exact = at::matmul(qg, k_exact.to(f32).transpose(-1, -2)).mul_(scale);  // [B,Hkv,G*T,S-k_packed0]
   at::Tensor s_packed = at::matmul(qg, k_q.transpose(-1, -2)).mul_(scale);             // [B,Hkv,G*T,P_k]
   // Assemble scores over all S tokens: packed where j < P_k(t), exact otherwise, -inf beyond t.
-  const auto lopt = at::TensorOptions().dtype(at::kLong);
+  const auto lopt = at::TensorOptions().dtype(at::kLong).device(q.device());
   at::Tensor t_idx = at::arange(T, lopt).repeat({G});                           // row -> t
   at::Tensor j = at::arange(S, lopt).unsqueeze(0);                              // [1, S]
   at::Tensor pk_t = at::tensor(pk, lopt).index_select(0, t_idx).unsqueeze(1);   // [G*T, 1]

@@ -127,6 +127,14 @@ void QuantizedStream::quantize_oldest(int64_t n) {
     kept_.narrow(2, packed_, n).copy_(at::gather(slice, 3, channel_index(exact_idx_, B_, n)));
     slice = at::gather(slice, 3, channel_index(quant_idx_, B_, n));
   }
+  if (slice.is_cuda()) {  // the CUDA kernel reads the model's dtype directly
+    cuda_backend::quantize_append(slice, layout());
+    packed_ += n;
+    full_begin_ += n;
+    full_len_ -= n;
+    if (full_len_ == 0) full_begin_ = 0;
+    return;
+  }
   at::Tensor src = slice.to(at::kFloat).contiguous();  // [B, H, n, Dq]
   const kernels::QuantShape shape{spec_.bits, G_, spec_.symmetric};
   const bool per_token = spec_.granularity == Granularity::PerToken;
@@ -187,6 +195,57 @@ kernels::PackedStream QuantizedStream::packed_view(int64_t b, int64_t h) const {
   return v;
 }
 
+cuda_backend::PackedLayout QuantizedStream::layout() const {
+  cuda_backend::PackedLayout l;
+  l.granularity = spec_.granularity;
+  l.bits = spec_.bits;
+  l.group = G_;
+  l.symmetric = spec_.symmetric;
+  l.param = spec_.param;
+  l.dim = Dq_;
+  l.tokens = packed_;
+  if (!codes_.defined()) return l;
+  const bool per_token = spec_.granularity == Granularity::PerToken;
+  const int64_t cap_rows = codes_.size(2);
+  l.codes = codes_.data_ptr();
+  l.codes_stream_stride = cap_rows * (per_token ? codes_.size(3) : Dq_ * codes_.size(4));
+  l.scales = scales_.data_ptr();
+  l.zeros = zeros_.defined() ? zeros_.data_ptr() : nullptr;
+  l.param_stream_stride = cap_rows * scales_.size(3);
+  return l;
+}
+
+at::Tensor QuantizedStream::dequantized_by_tensor_ops() const {
+  if (packed_ == 0) return at::empty({B_, H_, 0, Dq_}, full_buf_.options().dtype(at::kFloat));
+  const at::Tensor &codes_all = codes_, &scales_all = scales_, &zeros_all = zeros_;
+  const TensorQuantSpec& spec = spec_;
+  const int64_t packed = packed_, G = G_, Dq = Dq_;
+  const int b = spec.bits, cpw = kernels::codes_per_word(b);
+  const auto iopt = codes_all.options();
+  const at::Tensor shifts = at::arange(cpw, iopt) * b;  // code j of a word at bits j*b
+  auto unpack = [&](const at::Tensor& words) {          // [..., W] -> [..., W * cpw] codes as float
+    at::Tensor c = at::bitwise_and(at::__rshift__(words.unsqueeze(-1), shifts), (1 << b) - 1);
+    return c.flatten(-2).to(at::kFloat);
+  };
+  const float L = spec.symmetric ? static_cast<float>((1 << (b - 1)) - 1) : 0.f;
+  auto apply = [&](const at::Tensor& code, const at::Tensor& s, const at::Tensor& z) {
+    if (spec.symmetric) return (code - L) * s;
+    return code * s + z;
+  };
+  const int64_t B = codes_all.size(0), H = codes_all.size(1);
+  if (spec.granularity == Granularity::PerToken) {
+    at::Tensor code = unpack(codes_all.narrow(2, 0, packed)).narrow(-1, 0, Dq);        // [B, H, P, Dq]
+    at::Tensor s = scales_all.narrow(2, 0, packed).to(at::kFloat).repeat_interleave(G, -1);
+    at::Tensor z = spec.symmetric ? s : zeros_all.narrow(2, 0, packed).to(at::kFloat).repeat_interleave(G, -1);
+    return apply(code, s, z).contiguous();
+  }
+  const int64_t nb = packed / G;
+  at::Tensor code = unpack(codes_all.narrow(2, 0, nb)).narrow(-1, 0, G);                // [B, H, nb, Dq, G]
+  at::Tensor s = scales_all.narrow(2, 0, nb).to(at::kFloat).unsqueeze(-1);              // [B, H, nb, Dq, 1]
+  at::Tensor z = spec.symmetric ? s : zeros_all.narrow(2, 0, nb).to(at::kFloat).unsqueeze(-1);
+  return apply(code, s, z).transpose(3, 4).reshape({B, H, packed, Dq}).contiguous();
+}
+
 at::Tensor QuantizedStream::channel_order() const {
   if (!has_exact_channels()) fail("kv cache: channel_order() of a stream without exact channels");
   return at::cat({quant_idx_, exact_idx_}, 1);
@@ -194,13 +253,23 @@ at::Tensor QuantizedStream::channel_order() const {
 
 at::Tensor QuantizedStream::exact_rows() const {
   if (!has_exact_channels()) fail("kv cache: exact_rows() of a stream without exact channels");
-  if (packed_ == 0) return at::empty({B_, H_, 0, spec_.exact_count()}, at::kFloat);
+  if (packed_ == 0) return at::empty({B_, H_, 0, spec_.exact_count()}, full_buf_.options().dtype(at::kFloat));
   return kept_.narrow(2, 0, packed_).to(at::kFloat).contiguous();
 }
 
 at::Tensor QuantizedStream::dequantized() const {
-  at::Tensor out = at::empty({B_, H_, packed_, Dq_}, at::kFloat);
+  const bool on_device = full_buf_.defined() && !full_buf_.is_cpu();
+  at::Tensor out = at::empty({B_, H_, packed_, Dq_}, at::TensorOptions().dtype(at::kFloat).device(
+                                                         on_device ? full_buf_.device() : at::Device(at::kCPU)));
   if (packed_ == 0) return out;
+  if (on_device) {
+    out = dequantized_by_tensor_ops();
+    if (!has_exact_channels()) return out;
+    at::Tensor whole = at::empty({B_, H_, packed_, D_}, out.options());
+    whole.scatter_(3, channel_index(quant_idx_, B_, packed_), out);
+    whole.scatter_(3, channel_index(exact_idx_, B_, packed_), kept_.narrow(2, 0, packed_).to(at::kFloat));
+    return whole;
+  }
   float* o = out.data_ptr<float>();
   at::parallel_for(0, B_ * H_, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {

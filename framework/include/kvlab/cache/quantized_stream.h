@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "kvlab/cache/cuda_backend.h"
 #include "kvlab/cache/kv_cache.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/quant/cache_plan.h"
@@ -34,7 +35,11 @@ class QuantizedStream {
 
   at::Tensor full() const;          // [B, H, full_tokens, D] view, model dtype
   at::Tensor dequantized() const;   // [B, H, packed_tokens, D] fp32 (a copy)
+  // The quantized channels [B, H, packed_tokens, D - exact] by tensor operations on the stream's
+  // device (what dequantized() uses off the CPU; the CPU path runs the kernels).
+  at::Tensor dequantized_by_tensor_ops() const;
   kernels::PackedStream packed_view(int64_t b, int64_t h) const;  // for the attention kernel
+  cuda_backend::PackedLayout layout() const;  // every (batch, head) at once, for the CUDA kernels
   bool has_exact_channels() const { return spec_.exact_count() > 0; }
   // With exact channels, for the attention kernel: each head's channels in the order the packed
   // layout uses, quantized ones first, then the exact ones ([H, D] int64); and the exact channels
