@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Oracles for kvlab on the real SmolLM2-135M-Instruct GGUF (../shared/data/models/smollm2-135m-instruct),
+from HF transformers loading the same file (`from_pretrained(folder, gguf_file=name)`: it dequantizes
+to fp32 with gguf.quants and undoes llama.cpp's Q/K row permutation).
+
+Writes under tests/data/gguf/smollm2/:
+  reference.json      token ids of 200 WikiText-2 test lines (every 20th non-empty line) and the
+                      count and SHA-256 of the ids of the whole test file (int32 little-endian), from
+                      transformers' tokenizer; the chat template's rendering of one user message and
+                      the greedy answer (ids and text, at most 48 new tokens) to it; the 64-token
+                      logits prompt.
+  logits.safetensors  transformers' fp32 logits on the 64-token prompt, compactly: for every position
+                      the top-16 token ids and logits and the logits of 256 fixed random token ids
+                      (ids stored as F32, exact below 2^24).
+With --ppl N it also computes the perplexity protocol of `kvlab eval ppl --ctx 2048 --bos none` (the
+whole file's ids, no special tokens, cut into non-overlapping windows of 2048, the first N; every
+token but each window's first predicted) and prints it; --ppl-out FILE writes it as JSON.
+With --check-converted DIR it checks that HF `tokenizers` loads DIR/tokenizer.json (a checkpoint
+from `kvlab convert gguf`) and gives the same ids as the GGUF tokenizer on the 200 lines.
+
+Needs a venv with `pip install gguf numpy torch transformers tokenizers safetensors`.
+Run: python scripts/make_smollm2_reference.py [--shared ../shared] [--ppl 16 --ppl-out FILE]
+"""
+import argparse
+import hashlib
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "data" / "gguf" / "smollm2"
+NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTION = "What is 2+2?"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--ppl", type=int, default=0, help="windows of the perplexity check (0: skip; -1: all)")
+    ap.add_argument("--ppl-out", default="")
+    ap.add_argument("--check-converted", default="")
+    ap.add_argument("--no-fixtures", action="store_true", help="do not rewrite tests/data")
+    args = ap.parse_args()
+    shared = pathlib.Path(args.shared)
+    folder = shared / "data" / "models" / "smollm2-135m-instruct"
+    text = (shared / "data" / "wikitext-2-raw" / "wiki.test.raw").read_text(encoding="utf-8")
+    torch.set_num_threads(2)
+
+    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=NAME)
+    lines = [(i, l) for i, l in enumerate(text.split("\n")) if l.strip()]
+    picked = lines[::20][:200]
+    ids_all = tok(text, add_special_tokens=False)["input_ids"]
+    print(f"whole file: {len(ids_all)} tokens")
+
+    if args.check_converted:
+        from tokenizers import Tokenizer
+        conv = Tokenizer.from_file(str(pathlib.Path(args.check_converted) / "tokenizer.json"))
+        bad = [i for i, l in picked if conv.encode(l, add_special_tokens=False).ids != tok(l, add_special_tokens=False)["input_ids"]]
+        whole = conv.encode(text, add_special_tokens=False).ids == ids_all
+        print(f"converted tokenizer.json: {len(picked) - len(bad)}/{len(picked)} lines equal, whole file equal: {whole}")
+        if bad or not whole:
+            raise SystemExit("converted tokenizer differs")
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=NAME, dtype=torch.float32)
+    model.eval()
+
+    if not args.no_fixtures:
+        OUT.mkdir(parents=True, exist_ok=True)
+        ref = {"transformers": __import__("transformers").__version__, "torch": torch.__version__,
+               "lines": [{"line": i, "ids": tok(l, add_special_tokens=False)["input_ids"]} for i, l in picked],
+               "whole_file": {"tokens": len(ids_all),
+                              "sha256": hashlib.sha256(np.asarray(ids_all, dtype="<i4").tobytes()).hexdigest()}}
+        # Logits on a 64-token prompt: the first 64 tokens of the test file's first article.
+        prompt = ids_all[:64]
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt])).logits[0].float()
+        top = torch.topk(logits, 16, dim=-1)
+        sample = torch.from_numpy(np.random.default_rng(5).choice(logits.shape[1], 256, replace=False)).long()
+        from safetensors.torch import save_file
+        save_file({"prompt_ids": torch.tensor(prompt, dtype=torch.float32), "top_ids": top.indices.float(),
+                   "top_logits": top.values.contiguous(), "sample_ids": sample.float(),
+                   "sample_logits": logits[:, sample].contiguous()}, str(OUT / "logits.safetensors"))
+        ref["logits_prompt"] = prompt
+        # The greedy chat answer.
+        rendered = tok.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False,
+                                           add_generation_prompt=True)
+        chat_ids = tok(rendered, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(torch.tensor([chat_ids]), max_new_tokens=48, do_sample=False,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+        answer = out[0, len(chat_ids):].tolist()
+        ref["chat"] = {"question": QUESTION, "rendered": rendered, "prompt_ids": chat_ids, "answer_ids": answer,
+                       "answer": tok.decode(answer, skip_special_tokens=True), "max_new_tokens": 48,
+                       "eos_token_id": tok.eos_token_id}
+        print("chat answer:", repr(ref["chat"]["answer"]))
+        (OUT / "reference.json").write_text(json.dumps(ref, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    if args.ppl:
+        windows = len(ids_all) // 2048
+        n = windows if args.ppl < 0 else min(args.ppl, windows)
+        nll, count, per_window = 0.0, 0, []
+        t0 = time.time()
+        for w in range(n):
+            ids = torch.tensor([ids_all[w * 2048:(w + 1) * 2048]])
+            with torch.no_grad():
+                logits = model(ids).logits[0].double()
+            lp = torch.log_softmax(logits[:-1], dim=-1).gather(1, ids[0, 1:].unsqueeze(1)).squeeze(1)
+            per_window.append(float(-lp.sum()))
+            nll += float(-lp.sum())
+            count += lp.numel()
+            print(f"window {w + 1}/{n}: running ppl {math.exp(nll / count):.6f} ({time.time() - t0:.0f} s)", flush=True)
+        ppl = math.exp(nll / count)
+        print(f"HF transformers ppl over {n} of {windows} windows of 2048 (--bos none): {ppl:.6f}")
+        if args.ppl_out:
+            pathlib.Path(args.ppl_out).write_text(json.dumps(
+                {"windows": n, "of": windows, "ctx": 2048, "tokens_scored": count, "ppl": ppl,
+                 "window_nll": per_window, "seconds": time.time() - t0}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
