@@ -26,8 +26,12 @@ Writes under tests/data/gguf/:
   tiny_logits.safetensors  transformers' fp32 logits of that prompt for each model (its GGUF loader
                       dequantizes with gguf.quants and undoes the Q/K permutation).
 
-Needs a venv with `pip install gguf numpy torch transformers tokenizers sentencepiece`.
-Run: python scripts/make_gguf_fixtures.py
+With --check-convert build/kvlab it writes nothing but checks `kvlab convert gguf` on each tiny model:
+HF `tokenizers` (or sentencepiece, for tokenizer.model) loads the converted tokenizer and gives the
+original ids, and transformers loads the converted folder to the logits it gives for the GGUF file.
+
+Needs a venv with `pip install gguf numpy torch transformers tokenizers sentencepiece safetensors
+accelerate`. Run: python scripts/make_gguf_fixtures.py [--check-convert build/kvlab]
 """
 import json
 import pathlib
@@ -286,7 +290,40 @@ def hf_reference(name, prompt_ids):
     return logits, hf_ids
 
 
+def check_convert(kvlab):
+    import subprocess
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+    ref = json.loads((OUT / "tiny_reference.json").read_text(encoding="utf-8"))
+    logits = load_file(str(OUT / "tiny_logits.safetensors"))
+    for name, m in ref["models"].items():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([kvlab, "convert", "gguf", "--model", str(OUT / name), "--out", tmp], check=True,
+                           stdout=subprocess.DEVNULL)
+            if (pathlib.Path(tmp) / "tokenizer.json").exists():
+                from tokenizers import Tokenizer
+                tok = Tokenizer.from_file(str(pathlib.Path(tmp) / "tokenizer.json"))
+                ids = [tok.encode(t, add_special_tokens=False).ids for t in m["texts"]]
+            else:
+                import sentencepiece as spm
+                sp = spm.SentencePieceProcessor(model_file=str(pathlib.Path(tmp) / "tokenizer.model"))
+                ids = [sp.encode(t) for t in m["texts"]]
+            same = sum(a == b for a, b in zip(ids, m["ids"]))
+            model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+            with torch.no_grad():
+                out = model(torch.tensor([m["prompt_ids"]])).logits[0].numpy()
+            diff = float(np.abs(out - logits[name]).max())
+            print(f"{name}: converted tokenizer gives the original ids on {same}/{len(ids)} texts; "
+                  f"transformers on the converted folder: max |logit diff| {diff:.2e}")
+            if same != len(ids) or diff > 1e-4:
+                raise SystemExit(f"{name}: the converted checkpoint differs")
+
+
 def main():
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-convert":
+        return check_convert(sys.argv[2])
     OUT.mkdir(parents=True, exist_ok=True)
     write_dequant_fixture()
     ref = {"gguf_version": gguf.__version__ if hasattr(gguf, "__version__") else "", "models": {}}

@@ -49,7 +49,7 @@ def main():
     shared = pathlib.Path(args.shared)
     folder = shared / "data" / "models" / "smollm2-135m-instruct"
     text = (shared / "data" / "wikitext-2-raw" / "wiki.test.raw").read_text(encoding="utf-8")
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(__import__('os').environ.get('THREADS', '2')))
 
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=NAME)
     lines = [(i, l) for i, l in enumerate(text.split("\n")) if l.strip()]
@@ -114,12 +114,11 @@ def main():
             nll += float(-lp.sum())
             count += lp.numel()
             print(f"window {w + 1}/{n}: running ppl {math.exp(nll / count):.6f} ({time.time() - t0:.0f} s)", flush=True)
-        ppl = math.exp(nll / count)
-        print(f"HF transformers ppl over {n} of {windows} windows of 2048 (--bos none): {ppl:.6f}")
-        if args.ppl_out:
-            pathlib.Path(args.ppl_out).write_text(json.dumps(
-                {"windows": n, "of": windows, "ctx": 2048, "tokens_scored": count, "ppl": ppl,
-                 "window_nll": per_window, "seconds": time.time() - t0}, indent=1) + "\n")
+            if args.ppl_out:  # after every window, so that a long run stopped early still counts
+                pathlib.Path(args.ppl_out).write_text(json.dumps(
+                    {"windows": w + 1, "of": windows, "ctx": 2048, "tokens_scored": count, "ppl": math.exp(nll / count),
+                     "window_nll": per_window, "seconds": time.time() - t0}, indent=1) + "\n")
+        print(f"HF transformers ppl over {n} of {windows} windows of 2048 (--bos none): {math.exp(nll / count):.6f}")
 
 
 if __name__ == "__main__":

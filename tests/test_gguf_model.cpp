@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "cli_run.h"
 #include "gguf_builder.h"
 #include "kvlab/common/error.h"
 #include "kvlab/eval/longbench/prompt.h"
@@ -119,8 +120,9 @@ TEST_P(GgufTinyModel, TokenizerIdsEqualTheOriginalTokenizer) {
     EXPECT_EQ(tok->encode(text), ids);
     // transformers' GGUF tokenizer agrees too, except for sentencepiece vocabularies on text that
     // starts with a space (it drops the dummy prefix there; sentencepiece and llama.cpp do not).
-    if (name != "tiny_spm.gguf" || text.empty() || text[0] != ' ')
+    if (name != "tiny_spm.gguf" || text.empty() || text[0] != ' ') {
       EXPECT_EQ(tok->encode(text), m["hf_gguf_ids"][i].get<std::vector<int32_t>>());
+    }
     const std::string decoded = m.contains("decoded") ? m["decoded"][i].get<std::string>() : text;
     EXPECT_EQ(tok->decode(ids), decoded);
   }
@@ -308,6 +310,33 @@ TEST(GgufModel, MalformedModelsNameTheTensorOrKey) {
   s = {};
   s.tokenizer = "bert";
   expect_has(model_error(s, true), "metadata key 'tokenizer.ggml.model': tokenizer 'bert' is not supported");
+}
+
+TEST(GgufCli, ConvertEvalAndChatOnAGgufFile) {
+  TempDir tmp;
+  const std::string model = kDir + "/tiny_llama.gguf", err = tmp / "stderr.txt";
+  test::CliRun r = test::run_kvlab("convert gguf --model " + model + " --out " + tmp / "hf" + " --dtype bfloat16", err);
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_has(r.out, "wrote " + tmp / "hf" + ": llama, 2 layers, hidden 32");
+  expect_has(r.out, "bfloat16");
+  const std::string text = std::string(KVLAB_SOURCE_DIR) + "/datasets/tiny/tokenizer_corpus.txt";
+  r = test::run_kvlab("eval ppl --model " + model + " --text " + text + " --ctx 64 --max-windows 2 --bos none --json", err);
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_has(r.out, "\"ppl\"");
+  r = test::run_kvlab("generate --model " + model + " --chat --prompt Hi --max-new 4 --ignore-eos --ids", err);
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_has(r.out, "ids: ");
+  test::expect_one_line_error(test::run_kvlab("generate --model " + kDir + "/tiny_spm.gguf --chat --prompt Hi", err),
+                              "has no chat template");
+  {
+    std::ofstream bad(tmp / "bad.gguf", std::ios::binary);
+    bad << "GGUF" << std::string(3, '\0');
+  }
+  test::expect_one_line_error(test::run_kvlab("eval ppl --model " + tmp / "bad.gguf" + " --text " + text, err),
+                              tmp / "bad.gguf" + ": truncated file: version");
+  test::expect_one_line_error(test::run_kvlab("convert gguf --model " + kDir + "/dequant.gguf --out " + tmp / "x", err),
+                              "architecture 'kvlab-test' is not supported");
+  EXPECT_FALSE(std::filesystem::exists(tmp / "x"));  // nothing written for a file that cannot convert
 }
 
 }  // namespace

@@ -96,27 +96,30 @@ inline uint32_t u32(const uint8_t* p) {
          static_cast<uint32_t>(p[3]) << 24;
 }
 
+// The fifth bits of a Q5 block, as 0 or 16 per element (a scalar pass; the main loops vectorize).
+inline void fifth_bits(uint32_t qh, uint8_t hb[QK]) {
+  for (int l = 0; l < QK; ++l) hb[l] = static_cast<uint8_t>(((qh >> l) & 1u) << 4);
+}
+
 void q5_0(const float* h, const uint8_t* b, float* y) {
   const float d = half(h, b);
-  const uint32_t qh = u32(b + 2);
+  uint8_t hb[QK];
+  fifth_bits(u32(b + 2), hb);
   const uint8_t* qs = b + 6;
   for (int l = 0; l < QK / 2; ++l) {
-    const int lo = (qs[l] & 0x0F) | static_cast<int>(((qh >> l) & 1u) << 4);
-    const int hi = (qs[l] >> 4) | static_cast<int>(((qh >> (l + 16)) & 1u) << 4);
-    y[l] = d * static_cast<float>(lo - 16);
-    y[l + QK / 2] = d * static_cast<float>(hi - 16);
+    y[l] = d * static_cast<float>(((qs[l] & 0x0F) | hb[l]) - 16);
+    y[l + QK / 2] = d * static_cast<float>(((qs[l] >> 4) | hb[l + QK / 2]) - 16);
   }
 }
 
 void q5_1(const float* h, const uint8_t* b, float* y) {
   const float d = half(h, b), m = half(h, b + 2);
-  const uint32_t qh = u32(b + 4);
+  uint8_t hb[QK];
+  fifth_bits(u32(b + 4), hb);
   const uint8_t* qs = b + 8;
   for (int l = 0; l < QK / 2; ++l) {
-    const int lo = (qs[l] & 0x0F) | static_cast<int>(((qh >> l) & 1u) << 4);
-    const int hi = (qs[l] >> 4) | static_cast<int>(((qh >> (l + 16)) & 1u) << 4);
-    y[l] = d * static_cast<float>(lo) + m;
-    y[l + QK / 2] = d * static_cast<float>(hi) + m;
+    y[l] = d * static_cast<float>((qs[l] & 0x0F) | hb[l]) + m;
+    y[l + QK / 2] = d * static_cast<float>((qs[l] >> 4) | hb[l + QK / 2]) + m;
   }
 }
 
@@ -204,23 +207,25 @@ void q5_k(const float* ht, const uint8_t* b, float* y) {
   }
 }
 
-// Q6_K: element e = h*128 + k*64 + b has low nibble k of ql[h*64 + b]; e = h*128 + j*32 + l has
-// high bits 2j of qh[h*32 + l]; signed scale scales[e/16].
+// Q6_K: element e = h*128 + j*32 + l (j < 4, l < 32) takes nibble j/2 of ql[h*64 + (j%2)*32 + l] and
+// bits 2j of qh[h*32 + l]; signed scale scales[e/16].
 void q6_k(const float* ht, const uint8_t* b, float* y) {
   const uint8_t* ql = b;
   const uint8_t* qh = b + 128;
   const int8_t* scales = reinterpret_cast<const int8_t*>(b + 192);
   const float d = half(ht, b + 208);
-  float ds[16];
-  for (int k = 0; k < 16; ++k) ds[k] = d * static_cast<float>(scales[k]);
   for (int h = 0; h < 2; ++h)
     for (int j = 0; j < 4; ++j)
-      for (int l = 0; l < 32; ++l) {
-        const int e = h * 128 + j * 32 + l;
-        const int bi = e % 64, k = (e % 128) / 64;
-        const int low = (ql[h * 64 + bi] >> (4 * k)) & 0x0F;
-        const int high = (qh[h * 32 + l] >> (2 * j)) & 3;
-        y[e] = ds[e / 16] * static_cast<float>(static_cast<int8_t>(low | (high << 4)) - 32);
+      for (int half16 = 0; half16 < 2; ++half16) {
+        const int e0 = h * 128 + j * 32 + half16 * 16;
+        const float ds = d * static_cast<float>(scales[e0 / 16]);
+        const uint8_t* lo = ql + h * 64 + (j % 2) * 32 + half16 * 16;
+        const uint8_t* hi = qh + h * 32 + half16 * 16;
+        const int lshift = 4 * (j / 2), hshift = 2 * j;
+        for (int l = 0; l < 16; ++l) {
+          const int q = ((lo[l] >> lshift) & 0x0F) | (((hi[l] >> hshift) & 3) << 4);
+          y[e0 + l] = ds * static_cast<float>(q - 32);
+        }
       }
 }
 

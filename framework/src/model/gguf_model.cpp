@@ -21,7 +21,6 @@ namespace kvlab {
 namespace {
 
 using json = nlohmann::json;
-using ordered_json = nlohmann::ordered_json;
 
 // llama.cpp's token types (tokenizer.ggml.token_type), the same numbers as SentencePiece's.
 enum TokenType : int64_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
@@ -215,19 +214,19 @@ bool flag(const GgufFile& f, const std::string& key, bool fallback) { return f.h
 
 // The tokenizer.json pre_tokenizer for tokenizer.ggml.pre. The splits are llama.cpp's for each
 // name (llama-vocab.cpp) written as HF pre-tokenizers.
-ordered_json pre_tokenizer_for(const GgufFile& f) {
+json pre_tokenizer_for(const GgufFile& f) {
   const std::string pre = f.has("tokenizer.ggml.pre") ? f.get_string("tokenizer.ggml.pre") : "gpt2";
   const auto byte_level = [](bool use_regex) {
-    return ordered_json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", use_regex}};
+    return json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", use_regex}};
   };
   const auto split = [](bpe::SplitPattern p) {
-    return ordered_json{{"type", "Split"},
+    return json{{"type", "Split"},
                         {"pattern", {{"Regex", std::string(bpe::split_pattern_regex(p))}}},
                         {"behavior", "Isolated"},
                         {"invert", false}};
   };
-  const auto sequence = [](std::vector<ordered_json> steps) {
-    return ordered_json{{"type", "Sequence"}, {"pretokenizers", steps}};
+  const auto sequence = [](std::vector<json> steps) {
+    return json{{"type", "Sequence"}, {"pretokenizers", steps}};
   };
   // GPT-2's own regex.
   if (pre == "gpt2" || pre == "default" || pre == "gpt-2" || pre == "phi-2" || pre == "olmo" || pre == "jais")
@@ -235,7 +234,7 @@ ordered_json pre_tokenizer_for(const GgufFile& f) {
   // Each digit alone, then GPT-2's regex.
   if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" ||
       pre == "exaone" || pre == "minerva")
-    return sequence({ordered_json{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)});
+    return sequence({json{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)});
   if (pre == "llama-bpe" || pre == "llama3" || pre == "dbrx" || pre == "smaug-bpe")
     return sequence({split(bpe::SplitPattern::kLlama3), byte_level(false)});
   if (pre == "qwen2" || pre == "deepseek-r1-qwen")
@@ -302,10 +301,11 @@ json gguf_tokenizer_json(const GgufFile& f) {
   const auto& tokens = f.get_strings("tokenizer.ggml.tokens");
   const size_t n = tokens.size();
   const auto types = token_types(f, n);
-  ordered_json vocab = ordered_json::object();
-  ordered_json added = ordered_json::array();
+  // Built as std::map-backed JSON: ordered_json's lookups are linear, quadratic over 10^5 tokens.
+  json vocab = json::object();
+  json added = json::array();
   for (size_t id = 0; id < n; ++id) {
-    if (!vocab.contains(tokens[id])) vocab[tokens[id]] = id;  // a duplicate spelling keeps its first id
+    vocab.emplace(tokens[id], id);  // a duplicate spelling keeps its first id
     if (types[id] == kControl || types[id] == kUserDefined)
       added.push_back({{"id", id},
                        {"content", raw_text(tokens[id])},
@@ -315,15 +315,15 @@ json gguf_tokenizer_json(const GgufFile& f) {
                        {"normalized", false},
                        {"special", types[id] == kControl}});
   }
-  ordered_json merges = ordered_json::array();
+  json merges = json::array();
   if (f.has("tokenizer.ggml.merges"))
     for (const auto& m : f.get_strings("tokenizer.ggml.merges")) merges.push_back(m);
 
   const bool add_bos = flag(f, "tokenizer.ggml.add_bos_token", false);
   const bool add_eos = flag(f, "tokenizer.ggml.add_eos_token", false);
-  ordered_json post = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+  json post = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
   if (add_bos || add_eos) {
-    ordered_json single = ordered_json::array(), specials = ordered_json::object();
+    json single = json::array(), specials = json::object();
     const auto special = [&](const char* key, const char* which) {
       const auto id = token_id(f, key, n);
       if (!id) f.fail_key(key, fmt::format("missing, but tokenizer.ggml.add_{}_token is true", which));
@@ -336,7 +336,7 @@ json gguf_tokenizer_json(const GgufFile& f) {
     if (add_eos) special("tokenizer.ggml.eos_token_id", "eos");
     post = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", single}, {"special_tokens", specials}};
   }
-  ordered_json root = {
+  json root = {
       {"version", "1.0"},
       {"truncation", nullptr},
       {"padding", nullptr},
@@ -358,7 +358,7 @@ json gguf_tokenizer_json(const GgufFile& f) {
         {"merges", merges}}}};
   if (const auto unk = token_id(f, "tokenizer.ggml.unknown_token_id", n))
     root["model"]["unk_token"] = tokens[static_cast<size_t>(*unk)];
-  return json(root);
+  return root;
 }
 
 std::string gguf_chat_template(const GgufFile& f) {
