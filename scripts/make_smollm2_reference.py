@@ -4,9 +4,14 @@ from HF transformers loading the same file (`from_pretrained(folder, gguf_file=n
 to fp32 with gguf.quants and undoes llama.cpp's Q/K row permutation).
 
 Writes under tests/data/gguf/smollm2/:
-  reference.json      token ids of 200 WikiText-2 test lines (every 20th non-empty line) and the
-                      count and SHA-256 of the ids of the whole test file (int32 little-endian), from
-                      transformers' tokenizer; the chat template's rendering of one user message and
+  reference.json      token ids of 145 WikiText-2 test lines (every 20th non-empty line) from
+                      transformers' GGUF tokenizer; the count and SHA-256 (int32 little-endian) of the
+                      ids of the whole test file from HF `tokenizers` running the pipeline that
+                      tokenizer.ggml.pre = smollm names (Digits(individual_digits) then GPT-2's ByteLevel
+                      regex, as llama.cpp and SmolLM2's own tokenizer.json split) over the file's
+                      vocabulary and merges. transformers' GGUF tokenizer ignores `smollm` and splits by
+                      GPT-2's regex alone; on this file that changes 2 of 303,415 ids (the " ½" of
+                      "4 ½ months"), which the JSON records; the chat template's rendering of one user message and
                       the greedy answer (ids and text, at most 48 new tokens) to it; the 64-token
                       logits prompt.
   logits.safetensors  transformers' fp32 logits on the 64-token prompt, compactly: for every position
@@ -38,6 +43,26 @@ NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = "What is 2+2?"
 
 
+def smollm_pipeline(gguf_path):
+    """HF `tokenizers` with the smollm split over the GGUF file's own vocabulary and merges."""
+    import gguf
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    r = gguf.GGUFReader(str(gguf_path))
+
+    def strings(key):
+        f = r.fields[key]
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+
+    tokens, merges = strings("tokenizer.ggml.tokens"), strings("tokenizer.ggml.merges")
+    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, [tuple(m.split(" ")) for m in merges]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, ty in zip(tokens, types) if ty == 3])
+    return tok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
@@ -45,6 +70,7 @@ def main():
     ap.add_argument("--ppl-out", default="")
     ap.add_argument("--check-converted", default="")
     ap.add_argument("--no-fixtures", action="store_true", help="do not rewrite tests/data")
+    ap.add_argument("--whole-file-only", action="store_true", help="only (re)write reference.json's whole_file entry")
     args = ap.parse_args()
     shared = pathlib.Path(args.shared)
     folder = shared / "data" / "models" / "smollm2-135m-instruct"
@@ -56,6 +82,16 @@ def main():
     picked = lines[::20][:200]
     ids_all = tok(text, add_special_tokens=False)["input_ids"]
     print(f"whole file: {len(ids_all)} tokens")
+    ids_smollm = smollm_pipeline(folder / NAME).encode(text, add_special_tokens=False).ids
+    differ = [i for i, (a, b) in enumerate(zip(ids_smollm, ids_all)) if a != b]
+    whole = {"tokens": len(ids_smollm), "sha256": hashlib.sha256(np.asarray(ids_smollm, dtype="<i4").tobytes()).hexdigest(),
+             "transformers_tokens": len(ids_all), "transformers_differs_at": differ}
+    print(f"smollm pipeline: {len(ids_smollm)} tokens; transformers' GGUF tokenizer differs at {differ}")
+    if args.whole_file_only:
+        ref = json.loads((OUT / "reference.json").read_text(encoding="utf-8"))
+        ref["whole_file"] = whole
+        (OUT / "reference.json").write_text(json.dumps(ref, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
 
     if args.check_converted:
         from tokenizers import Tokenizer
@@ -73,8 +109,7 @@ def main():
         OUT.mkdir(parents=True, exist_ok=True)
         ref = {"transformers": __import__("transformers").__version__, "torch": torch.__version__,
                "lines": [{"line": i, "ids": tok(l, add_special_tokens=False)["input_ids"]} for i, l in picked],
-               "whole_file": {"tokens": len(ids_all),
-                              "sha256": hashlib.sha256(np.asarray(ids_all, dtype="<i4").tobytes()).hexdigest()}}
+               "whole_file": whole}
         # Logits on a 64-token prompt: the first 64 tokens of the test file's first article.
         prompt = ids_all[:64]
         with torch.no_grad():

@@ -187,7 +187,7 @@ TEST(GgufModel, ChatTemplateFromMetadata) {
   // A template whose system turn is an expression renders none by default.
   EXPECT_EQ(longbench::chatml_default_system("{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}"),
             "");
-  EXPECT_EQ(longbench::chatml_default_system("{{- '<|im_start|>system\\\\nYou are a helpful assistant.<|im_end|>' }}"),
+  EXPECT_EQ(longbench::chatml_default_system("{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>' }}"),
             "You are a helpful assistant.");
 }
 

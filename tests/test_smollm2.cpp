@@ -1,7 +1,7 @@
 // The real SmolLM2-135M-Instruct GGUF (../shared/data/models/smollm2-135m-instruct) against HF
 // transformers loading the same file (tests/data/gguf/smollm2/, made by
-// scripts/make_smollm2_reference.py): config, tokenizer ids on WikiText-2 test lines and the whole
-// file, fp32 logits on a 64-token prompt, the greedy chat answer, and a converted checkpoint.
+// scripts/make_smollm2_reference.py): config, tokenizer ids on 145 WikiText-2 test lines and the
+// whole file, fp32 logits on a 64-token prompt, the greedy chat answer, and a converted checkpoint.
 // Skipped when ../shared is absent.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -90,8 +90,11 @@ TEST_F(SmolLM2, TokenizerIdsEqualTransformersOnWikiText2) {
     EXPECT_EQ(tok->encode(lines[i]), l["ids"].get<std::vector<int32_t>>()) << "line " << i;
     ++checked;
   }
-  EXPECT_EQ(checked, 200u);
-  // The whole test split, as `eval ppl --bos none` tokenizes it.
+  EXPECT_EQ(checked, reference()["lines"].size());
+  EXPECT_GE(checked, 100u);
+  // The whole test split, as `eval ppl --bos none` tokenizes it, against HF tokenizers running the
+  // smollm split (Digits, then GPT-2's regex) over the file's vocabulary. (transformers' GGUF
+  // tokenizer ignores tokenizer.ggml.pre and differs at the 2 ids of " ½" only.)
   const std::vector<int32_t> all = tok->encode(text, false);
   std::string bytes(all.size() * 4, '\0');
   std::memcpy(bytes.data(), all.data(), bytes.size());
