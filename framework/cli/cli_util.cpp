@@ -30,7 +30,7 @@ std::optional<po::variables_map> parse(const std::vector<std::string>& args, po:
 
 void add_model_options(po::options_description& desc) {
   desc.add_options()
-    ("model", po::value<std::string>()->required(), "checkpoint directory (config.json, *.safetensors, tokenizer)")
+    ("model", po::value<std::string>()->required(), "checkpoint directory (config.json, *.safetensors, tokenizer) or GGUF file")
     ("dtype", po::value<std::string>()->default_value("float32"), "float32 | bfloat16 | float16")
     ("device", po::value<std::string>()->default_value("cpu"), "cpu | cuda | cuda:N")
     ("threads", po::value<int>()->default_value(0), "CPU threads for LibTorch (0: all cores)");

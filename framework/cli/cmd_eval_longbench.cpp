@@ -80,6 +80,7 @@ int eval_longbench(const Args& args) {
   opt.max_samples = (*vm)["max-samples"].as<int64_t>() > 0 ? (*vm)["max-samples"].as<int64_t>() : -1;
   opt.max_length = (*vm)["max-length"].as<int64_t>();
   opt.chat = longbench::resolve_chat_style((*vm)["chat-template"].as<std::string>(), model_dir);
+  opt.chat_system = longbench::resolve_chat_system((*vm)["chat-template"].as<std::string>(), model_dir);
   opt.batch = (*vm)["batch"].as<int64_t>();
   opt.max_new_tokens = (*vm)["max-new"].as<int64_t>();
   if (vm->count("out")) opt.out_dir = (*vm)["out"].as<std::string>();

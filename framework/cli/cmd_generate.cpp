@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "kvlab/common/error.h"
 #include "kvlab/eval/generate.h"
+#include "kvlab/eval/longbench/prompt.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
 namespace kvlab::cli {
@@ -14,17 +15,27 @@ int generate(const Args& args) {
   add_model_options(desc);
   desc.add_options()
     ("prompt", po::value<std::string>()->default_value(""), "prompt text (empty: start from BOS)")
+    ("chat", "send the prompt as one user turn through the checkpoint's chat template (see kvlab eval longbench)")
     ("max-new", po::value<int64_t>()->default_value(64), "tokens to generate")
     ("batch", po::value<int64_t>()->default_value(1), "copies of the prompt decoded together")
     ("no-special", "do not add the tokenizer's special tokens (BOS) to the prompt")
     ("ignore-eos", "keep generating after EOS")
     ("ids", "also print the generated token ids");
-  auto vm = parse(args, desc, "kvlab generate --model DIR [--prompt TEXT] [--max-new N]");
+  auto vm = parse(args, desc, "kvlab generate --model DIR|FILE.gguf [--prompt TEXT] [--chat] [--max-new N]");
   if (!vm) return 0;
 
   LlamaModel model = load_model_from_options(*vm);
-  auto tok = load_tokenizer((*vm)["model"].as<std::string>());
-  std::vector<int32_t> ids = tok->encode((*vm)["prompt"].as<std::string>(), !vm->count("no-special"));
+  const std::string model_path = (*vm)["model"].as<std::string>();
+  auto tok = load_tokenizer(model_path);
+  std::string prompt = (*vm)["prompt"].as<std::string>();
+  if (vm->count("chat")) {
+    const auto style = longbench::detect_chat_style(model_path);
+    if (style == longbench::ChatStyle::None)
+      fail("{}: --chat: the checkpoint has no chat template of a known family (llama2, llama3, mistral, ChatML)",
+           model_path);
+    prompt = longbench::apply_chat_template(style, prompt, longbench::resolve_chat_system("auto", model_path));
+  }
+  std::vector<int32_t> ids = tok->encode(prompt, !vm->count("no-special"));
   if (ids.empty()) {
     if (!tok->bos_id()) fail("empty prompt and the tokenizer has no BOS token to start from");
     ids.push_back(*tok->bos_id());

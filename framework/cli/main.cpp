@@ -29,7 +29,7 @@ const std::map<std::string, Command>& commands() {
       {"results", {kvlab::cli::results, "results show|export|merge: tables, CSV/JSONL, joining stores"}},
       {"slurm", {kvlab::cli::slurm, "write sbatch scripts running an experiment as an array of shards + a merge"}},
       {"train", {kvlab::cli::train, "train a Llama-architecture model from scratch on a text file (HF checkpoint out)"}},
-      {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c (llama2.c .bin -> HF layout)"}},
+      {"convert", {kvlab::cli::convert, "import a checkpoint: convert llama2c|gguf (llama2.c .bin or GGUF file -> HF layout)"}},
       {"plot", {kvlab::cli::plot, "figures from results or a plan: plot tradeoff|plan|importance|longbench"}},
   };
   return table;

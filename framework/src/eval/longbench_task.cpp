@@ -32,6 +32,7 @@ class LongBenchTask : public Task {
     opt.max_samples = p.integer("max_samples") > 0 ? p.integer("max_samples") : -1;
     opt.max_length = p.integer("max_length");
     opt.chat = longbench::resolve_chat_style(p.string("chat_template"), ctx.model_dir);
+    opt.chat_system = longbench::resolve_chat_system(p.string("chat_template"), ctx.model_dir);
     opt.batch = p.integer("batch");
     opt.max_new_tokens = p.integer("max_new_tokens");
     opt.stop_ids = stop_token_ids(ctx.model_dir, ctx.model.config(), ctx.tokenizer);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/model/gguf_model.h"
 #include "kvlab/model/safetensors.h"
 
 namespace kvlab {
@@ -99,6 +100,7 @@ static ModelWeights assemble(const ModelConfig& c, const std::function<at::Tenso
 }
 
 LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& opt) {
+  if (is_gguf_path(dir)) return load_gguf_model(dir, opt);
   ModelConfig config = ModelConfig::from_dir(dir);
   SafetensorsCheckpoint ckpt(dir);
   std::map<std::string, std::vector<int64_t>> shapes;

@@ -8,6 +8,7 @@
 #include "kvlab/common/error.h"
 #include "kvlab/common/sha256.h"
 #include "kvlab/model/dtype.h"
+#include "kvlab/model/gguf_model.h"
 #include "kvlab/model/llama2c_import.h"
 #include "kvlab/model/random_checkpoint.h"
 #include "kvlab/runner/staging.h"
@@ -60,6 +61,15 @@ std::string checkpoint_fingerprint(const std::string& dir) {
   return s.hex();
 }
 
+std::string gguf_fingerprint(const std::string& path) {
+  const GgufFile f(path);  // validates the whole header
+  Sha256 s;
+  s.update("kvlab gguf\n");
+  s.update(f.header_bytes());
+  s.update("\n" + file_fingerprint(path) + "\n");
+  return s.hex();
+}
+
 ModelInfo inspect_model(const ModelEntry& e, bool allow_absent) {
   ModelInfo info;
   auto absent = [&](const std::string& what) {
@@ -73,6 +83,11 @@ ModelInfo inspect_model(const ModelEntry& e, bool allow_absent) {
   };
   switch (e.source) {
     case ModelEntry::Source::Path:
+      if (is_gguf_path(e.path)) {
+        info.config = gguf_model_config(GgufFile(e.path));
+        info.fingerprint = gguf_fingerprint(e.path);
+        return info;
+      }
       if (!fs::exists(fs::path(e.path) / "config.json")) {
         absent(fmt::format("checkpoint '{}'", e.path));
         return info;

@@ -134,7 +134,7 @@ struct BpeTokenizer::Impl {
   void load_pre_tokenizer(const json& p, const std::string& where, const JsonReader& r);
   void load_post_processor(const json& p, const std::string& where, const JsonReader& r);
   void load_decoder(const json& d, const std::string& where, const JsonReader& r);
-  void load_config(const std::string& config_path);
+  void load_config(const json& config, const std::string& config_path);
   std::optional<int32_t> lookup_token_text(const std::string& text) const;
 
   void set_token(int32_t id, std::string bytes) {
@@ -344,8 +344,14 @@ void BpeTokenizer::Impl::load_pre_tokenizer(const json& p, const std::string& wh
     } else {
       r.bad(where + ".pattern", "expected {\"Regex\": ...} or {\"String\": ...}");
     }
+  } else if (type == "Digits") {  // HF: split at every numeric character (\p{N})
+    step.kind = PreTokenizerStep::kSplitPattern;
+    step.pattern = SplitPattern::kDigits;
+    step.behavior = r.boolean(p, "individual_digits", where, false) ? bpe::SplitBehavior::kIsolated
+                                                                     : bpe::SplitBehavior::kContiguous;
   } else {
-    r.bad(where + ".type", fmt::format("unsupported pre-tokenizer '{}' (supported: ByteLevel, Split, Sequence)", type));
+    r.bad(where + ".type",
+          fmt::format("unsupported pre-tokenizer '{}' (supported: ByteLevel, Split, Digits, Sequence)", type));
   }
   pre_tokenizer.add(std::move(step));
 }
@@ -425,8 +431,7 @@ std::optional<int32_t> BpeTokenizer::Impl::lookup_token_text(const std::string& 
   return std::nullopt;
 }
 
-void BpeTokenizer::Impl::load_config(const std::string& config_path) {
-  const json config = parse_json(config_path, "tokenizer config");
+void BpeTokenizer::Impl::load_config(const json& config, const std::string& config_path) {
   const JsonReader r(config_path);
   if (!config.is_object()) r.bad("(top level)", "expected a JSON object");
   // bos_token / eos_token: a string, {"content": ...} (an AddedToken), or null.
@@ -464,7 +469,19 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_file(const std::string& path) {
   impl->load(root, reader);
 
   const auto config = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
-  if (std::filesystem::exists(config)) impl->load_config(config.string());
+  if (std::filesystem::exists(config)) {
+    const std::string config_path = config.string();
+    impl->load_config(parse_json(config_path, "tokenizer config"), config_path);
+  }
+  return std::unique_ptr<BpeTokenizer>(new BpeTokenizer(std::move(impl)));
+}
+
+std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json(const json& tokenizer, const json* config,
+                                                      const std::string& source) {
+  auto impl = std::make_unique<Impl>();
+  impl->path = source;
+  impl->load(tokenizer, JsonReader(source));
+  if (config) impl->load_config(*config, source);
   return std::unique_ptr<BpeTokenizer>(new BpeTokenizer(std::move(impl)));
 }
 

@@ -1,6 +1,7 @@
 #include <filesystem>
 
 #include "kvlab/common/error.h"
+#include "kvlab/model/gguf_model.h"
 #include "kvlab/model/model_config.h"
 #include "kvlab/tokenizer/bpe_tokenizer.h"
 #include "kvlab/tokenizer/llama2c_tokenizer.h"
@@ -11,7 +12,8 @@ namespace kvlab {
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) fail("{}: not a directory (expected a checkpoint directory)", dir);
+  if (is_gguf_path(dir)) return gguf_tokenizer(GgufFile(dir));
+  if (!fs::is_directory(dir)) fail("{}: not a directory (expected a checkpoint directory or a GGUF file)", dir);
   // Llama-2/Mistral repos ship both files; tokenizer.model is the original, so it wins.
   if (fs::exists(fs::path(dir) / "tokenizer.model"))
     return std::make_unique<SentencePieceTokenizer>((fs::path(dir) / "tokenizer.model").string());

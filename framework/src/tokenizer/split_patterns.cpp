@@ -16,6 +16,7 @@ constexpr std::string_view kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kQwen2Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr std::string_view kDigitsRegex = R"(\p{N})";
 
 struct Char {
   uint32_t cp;
@@ -31,6 +32,7 @@ class Matcher {
 
   // End of the match that starts at i, or i when no alternative matches there.
   size_t match(size_t i) const {
+    if (p_ == SplitPattern::kDigits) return is(i, CharClass::kNumber) ? i + 1 : i;
     const bool gpt2 = p_ == SplitPattern::kGpt2;
     if (size_t e = contraction(i, /*ignore_case=*/!gpt2); e != i) return e;
     if (gpt2) {
@@ -116,7 +118,7 @@ class Matcher {
 }  // namespace
 
 std::optional<SplitPattern> find_split_pattern(std::string_view regex) {
-  for (SplitPattern p : {SplitPattern::kGpt2, SplitPattern::kLlama3, SplitPattern::kQwen2}) {
+  for (SplitPattern p : {SplitPattern::kGpt2, SplitPattern::kLlama3, SplitPattern::kQwen2, SplitPattern::kDigits}) {
     if (regex == split_pattern_regex(p)) return p;
   }
   return std::nullopt;
@@ -127,6 +129,7 @@ std::string_view split_pattern_regex(SplitPattern pattern) {
     case SplitPattern::kGpt2: return kGpt2Regex;
     case SplitPattern::kLlama3: return kLlama3Regex;
     case SplitPattern::kQwen2: return kQwen2Regex;
+    case SplitPattern::kDigits: return kDigitsRegex;
   }
   return {};
 }

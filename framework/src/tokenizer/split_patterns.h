@@ -17,6 +17,8 @@ enum class SplitPattern {
   kGpt2,    // GPT-2, and ByteLevel's built-in pattern (use_regex: true)
   kLlama3,  // Llama-3 (= OpenAI cl100k): numbers in runs of up to three digits
   kQwen2,   // Qwen2/2.5/3: like Llama-3, but single digits
+  kDigits,  // \p{N}: every numeric character (HF's Digits pre-tokenizer, llama.cpp's first
+            // split for SmolLM / StarCoder vocabularies)
 };
 
 // The pattern whose regex is exactly `regex`, if it is one of the known ones.

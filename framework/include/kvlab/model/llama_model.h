@@ -49,7 +49,8 @@ class LlamaModel {
  public:
   LlamaModel(ModelConfig config, ModelWeights weights);
 
-  // Loads config.json + safetensors from `dir`, validating names and shapes against the config.
+  // Loads config.json + safetensors from `dir`, validating names and shapes against the config;
+  // `dir` may also be a GGUF file (see gguf_model.h).
   static LlamaModel load(const std::string& dir, const LoadOptions& options = {});
   // Random weights (normal with std init_std; norms 1) for a config; deterministic in `seed`.
   static LlamaModel random(const ModelConfig& config, uint64_t seed, const LoadOptions& options = {},

@@ -8,9 +8,10 @@
 //                  prefix/suffix.
 //   normalizer     null, NFC, or a Sequence of those.
 //   pre_tokenizer  ByteLevel (add_prefix_space, use_regex with GPT-2's pattern), Split with the
-//                  GPT-2, Llama-3 or Qwen2 regex or a plain string (any behavior, invert), or a
-//                  Sequence of those with ByteLevel last. Other regexes are rejected: they are
-//                  matched by hand-written code, not by a regex engine.
+//                  GPT-2, Llama-3, Qwen2 or \p{N} regex or a plain string (any behavior, invert),
+//                  Digits (individual_digits), or a Sequence of those with ByteLevel last. Other
+//                  regexes are rejected: they are matched by hand-written code, not by a regex
+//                  engine.
 //   post_processor null, ByteLevel, TemplateProcessing, RobertaProcessing, BertProcessing, or a
 //                  Sequence of those (only the "single" template matters here).
 //   decoder        ByteLevel.
@@ -24,6 +25,8 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "kvlab/tokenizer/tokenizer.h"
 
 namespace kvlab {
@@ -33,6 +36,10 @@ class BpeTokenizer : public Tokenizer {
   // Reads tokenizer.json (and tokenizer_config.json beside it, if any). Throws kvlab::Error
   // naming the file and key on a missing file, bad JSON or an unsupported component.
   static std::unique_ptr<BpeTokenizer> from_file(const std::string& tokenizer_json_path);
+  // The same from parsed tokenizer.json (and tokenizer_config.json, if given) content, e.g. built
+  // from a GGUF file's metadata; `source` names it in error messages.
+  static std::unique_ptr<BpeTokenizer> from_json(const nlohmann::json& tokenizer, const nlohmann::json* config,
+                                                 const std::string& source);
 
   ~BpeTokenizer() override;
   BpeTokenizer(const BpeTokenizer&) = delete;

@@ -32,7 +32,8 @@ class Tokenizer {
 };
 
 // Picks the tokenizer a checkpoint directory carries: tokenizer.model (SentencePiece) first, then
-// tokenizer.json (HF BPE). Throws kvlab::Error naming the directory if it holds neither.
+// tokenizer.json (HF BPE); or the one a GGUF file's metadata describes. Throws kvlab::Error naming
+// the directory if it holds neither.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
 }  // namespace kvlab

@@ -100,7 +100,7 @@ EvalResult evaluate_longbench(LlamaModel& model, const Tokenizer& tok, const Cac
 
     std::vector<BuiltPrompt> prompts;
     for (const Record& r : d.records) {
-      prompts.push_back(build_prompt(tok, spec, r, run.max_length, opt.chat));
+      prompts.push_back(build_prompt(tok, spec, r, run.max_length, opt.chat, opt.chat_system));
       run.truncated += prompts.back().truncated ? 1 : 0;
     }
     std::vector<Prediction> predictions(d.records.size());

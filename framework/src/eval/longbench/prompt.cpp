@@ -1,5 +1,6 @@
 #include "kvlab/eval/longbench/prompt.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -7,6 +8,7 @@
 
 #include "kvlab/common/error.h"
 #include "kvlab/common/strings.h"
+#include "kvlab/model/gguf_model.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
 namespace kvlab::longbench {
@@ -42,10 +44,11 @@ ChatStyle parse_chat_style(const std::string& name) {
   fail("unknown chat template '{}'{} (valid: auto, {})", name, did_you_mean(name, names), join(names));
 }
 
-ChatStyle detect_chat_style(const std::string& model_dir) {
-  if (model_dir.empty()) return ChatStyle::None;  // a model built in memory
-  const auto path = std::filesystem::path(model_dir) / "tokenizer_config.json";
-  if (!std::filesystem::exists(path)) return ChatStyle::None;
+std::string checkpoint_chat_template(const std::string& model_path) {
+  if (model_path.empty()) return "";  // a model built in memory
+  if (is_gguf_path(model_path)) return gguf_chat_template(GgufFile(model_path));
+  const auto path = std::filesystem::path(model_path) / "tokenizer_config.json";
+  if (!std::filesystem::exists(path)) return "";
   nlohmann::json j;
   try {
     std::ifstream in(path);
@@ -64,6 +67,10 @@ ChatStyle detect_chat_style(const std::string& model_dir) {
           tmpl = e["template"].get<std::string>();
     }
   }
+  return tmpl;
+}
+
+ChatStyle chat_style_of(const std::string& tmpl) {
   if (tmpl.find("<|start_header_id|>") != std::string::npos) return ChatStyle::Llama3;
   if (tmpl.find("<|im_start|>") != std::string::npos) return ChatStyle::Qwen2;
   if (tmpl.find("[INST]") != std::string::npos)
@@ -71,11 +78,35 @@ ChatStyle detect_chat_style(const std::string& model_dir) {
   return ChatStyle::None;
 }
 
-ChatStyle resolve_chat_style(const std::string& name, const std::string& model_dir) {
-  return name == "auto" ? detect_chat_style(model_dir) : parse_chat_style(name);
+std::string chatml_default_system(const std::string& tmpl) {
+  // The turn is a string literal in the template; its newline is a real one or Jinja's "\n".
+  for (const char* start : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+    const size_t at = tmpl.find(start);
+    if (at == std::string::npos) continue;
+    const size_t from = at + std::strlen(start);
+    const size_t end = tmpl.find("<|im_end|>", from);
+    if (end == std::string::npos) continue;
+    const std::string text = tmpl.substr(from, end - from);
+    // A literal, not an expression such as ' + messages[0]['content'] + '.
+    if (text.find_first_of("'\"{}") == std::string::npos) return text;
+  }
+  return "";
 }
 
-std::string apply_chat_template(ChatStyle style, const std::string& prompt) {
+ChatStyle detect_chat_style(const std::string& model_path) { return chat_style_of(checkpoint_chat_template(model_path)); }
+
+ChatStyle resolve_chat_style(const std::string& name, const std::string& model_path) {
+  return name == "auto" ? detect_chat_style(model_path) : parse_chat_style(name);
+}
+
+std::optional<std::string> resolve_chat_system(const std::string& name, const std::string& model_path) {
+  if (name != "auto") return std::nullopt;
+  const std::string tmpl = checkpoint_chat_template(model_path);
+  if (chat_style_of(tmpl) != ChatStyle::Qwen2) return std::nullopt;
+  return chatml_default_system(tmpl);
+}
+
+std::string apply_chat_template(ChatStyle style, const std::string& prompt, const std::optional<std::string>& system) {
   switch (style) {
     case ChatStyle::None: return prompt;
     case ChatStyle::Llama2: return "[INST]" + prompt + "[/INST]";
@@ -83,9 +114,11 @@ std::string apply_chat_template(ChatStyle style, const std::string& prompt) {
       return "<|start_header_id|>user<|end_header_id|>\n\n" + trim(prompt) +
              "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
     case ChatStyle::Mistral: return "[INST] " + prompt + " [/INST]";
-    case ChatStyle::Qwen2:
-      return "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n" + prompt +
+    case ChatStyle::Qwen2: {
+      const std::string sys = system ? *system : "You are a helpful assistant.";
+      return (sys.empty() ? "" : "<|im_start|>system\n" + sys + "<|im_end|>\n") + "<|im_start|>user\n" + prompt +
              "<|im_end|>\n<|im_start|>assistant\n";
+    }
   }
   return prompt;
 }
@@ -122,7 +155,7 @@ std::string format_prompt(const std::string& tmpl, const Record& r) {
 }
 
 BuiltPrompt build_prompt(const Tokenizer& tok, const TaskSpec& task, const Record& record, int64_t max_length,
-                         ChatStyle chat) {
+                         ChatStyle chat, const std::optional<std::string>& chat_system) {
   if (max_length < 2) fail("LongBench: max_length {} is too small (the prompt budget in tokens)", max_length);
   std::string prompt = format_prompt(task.prompt, record);
   const std::vector<int32_t> ids = tok.encode(prompt, /*add_special=*/true);
@@ -134,7 +167,7 @@ BuiltPrompt build_prompt(const Tokenizer& tok, const TaskSpec& task, const Recor
              tok.decode(std::vector<int32_t>(ids.end() - half, ids.end()), /*skip_special=*/true);
     r.truncated = true;
   }
-  if (task.chat) prompt = apply_chat_template(chat, prompt);
+  if (task.chat) prompt = apply_chat_template(chat, prompt, chat_system);
   r.ids = tok.encode(prompt, /*add_special=*/true);
   return r;
 }

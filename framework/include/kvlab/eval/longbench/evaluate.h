@@ -30,6 +30,7 @@ struct EvalOptions {
   int64_t max_samples = -1;         // the first N records of each task (< 0: all)
   int64_t max_length = 0;           // prompt budget in tokens; <= 0: the model's context minus the task's generation length
   ChatStyle chat = ChatStyle::None;
+  std::optional<std::string> chat_system;  // ChatML's system turn (prompt.h: resolve_chat_system)
   int64_t batch = 1;                // most prompts (of one length) generated together
   int64_t max_new_tokens = 0;       // > 0: overrides the benchmark's per-task generation length
   std::vector<int64_t> stop_ids;    // end-of-sequence ids (stop_tokens.h)
