@@ -4,6 +4,7 @@
 // ~100M-parameter shape and SmolLM2-135M's shape, in fp32 and bf16 (16-bit weights, fp32 compute).
 //   ./build/kvlab_bench --benchmark_filter='Matmul|Prefill|Decode/'
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <c10/core/GradMode.h>
 
@@ -11,6 +12,8 @@
 #include <map>
 
 #include "kvlab/model/dtype.h"
+#include "kvlab/kernels/linear16.h"
+#include "kvlab/model/linear.h"
 #include "kvlab/model/llama_model.h"
 
 namespace {
@@ -69,6 +72,41 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * n * n * n / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Matmul)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// x [M, 2048] @ W^T for W [16384, 2048] (64 MiB in bf16: larger than the caches, like a model's
+// weights streamed per step): path 0 = the 16-bit kernel over all rows (what kvlab::linear does up
+// to kDirectRows rows), 1 = kvlab::linear (the kernel or widened tiles + BLAS, by M), 2 = fp32
+// weights through at::linear (an fp32 model: twice the bytes). GB_s = weight bytes read per second.
+void BM_Linear16(benchmark::State& state) {
+  c10::AutoGradMode no_grad(false);
+  const int64_t M = state.range(0), path = state.range(1), N = 16384, K = 2048;
+  at::Tensor w32 = at::randn({N, K}) * 0.02;
+  at::Tensor w16 = w32.to(at::kBFloat16);
+  if (path != 2) w32 = at::Tensor();
+  at::Tensor x = at::randn({M, K});
+  at::Tensor y = at::empty({M, N});
+  for (auto _ : state) {
+    if (path == 0) {
+      at::parallel_for(0, N, N / at::get_num_threads(), [&](int64_t n0, int64_t n1) {
+        kvlab::kernels::linear16_rows(x.data_ptr<float>(), M, K, w16.data_ptr(), kvlab::kernels::RowType::BF16, n0, n1,
+                                      y.data_ptr<float>(), N);
+      });
+    } else if (path == 1) {
+      y = kvlab::linear(x, w16);
+    } else {
+      y = at::linear(x, w32);
+    }
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  const double wbytes = static_cast<double>(N * K) * (path == 2 ? 4 : 2);
+  state.counters["GB_s"] = benchmark::Counter(wbytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(path == 0 ? "bf16 kernel" : path == 1 ? "bf16 kvlab::linear" : "fp32 at::linear");
+}
+BENCHMARK(BM_Linear16)
+    ->ArgsProduct({{1, 4, 8, 16, 64}, {0, 1, 2}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // Prefill of T tokens (batch 1) into an empty cache; dtype 0 = fp32, 1 = bf16 weights.
 void BM_Prefill(benchmark::State& state) {

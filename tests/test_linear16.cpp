@@ -73,7 +73,9 @@ TEST(Linear16, OnlyTheRequestedColumnsAreWritten) {
   kernels::linear16_rows(x.data(), M, K, w.data(), RowType::BF16, 2, 6, y.data(), N);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n)
-      if (n < 2 || n >= 6) EXPECT_EQ(y[m * N + n], -7.f) << m << " " << n;
+      if (n < 2 || n >= 6) {
+        EXPECT_EQ(y[m * N + n], -7.f) << m << " " << n;
+      }
   EXPECT_THROW(kernels::linear16_rows(x.data(), M, K, w.data(), RowType::F32, 0, 1, y.data(), N), Error);
 }
 
@@ -94,13 +96,13 @@ TEST(Linear16, LinearEqualsWidenedMatmul) {
   c10::AutoGradMode no_grad(false);
   at::Generator g = at::detail::createCPUGenerator(7);
   for (auto dtype : {at::kBFloat16, at::kHalf})
-    for (int64_t rows : {1, 5, kDirectRows, kDirectRows + 1, 300}) {
+    for (int64_t rows : {int64_t{1}, int64_t{5}, kDirectRows, kDirectRows + 1, int64_t{300}}) {
       const int64_t K = 96, N = 1000;  // N spans several tiles and thread chunks
       at::Tensor w = at::normal(0.0, 0.1, {N, K}, g).to(dtype);
       at::Tensor b = at::normal(0.0, 0.1, {N}, g).to(dtype);
       at::Tensor x = at::normal(0.0, 1.0, {1, rows, K}, g);
       at::Tensor want = at::linear(x, w.to(at::kFloat), b.to(at::kFloat));
-      at::Tensor got = linear(x, w, b);
+      at::Tensor got = kvlab::linear(x, w, b);
       ASSERT_EQ(got.sizes(), want.sizes());
       ASSERT_EQ(got.scalar_type(), at::kFloat);
       EXPECT_LT(test::max_abs_diff(got, want), 1e-5) << rows;
@@ -110,7 +112,7 @@ TEST(Linear16, LinearEqualsWidenedMatmul) {
 TEST(Linear16, SameDtypeAndAutogradTakeThePlainPath) {
   at::Tensor w = at::randn({8, 16}).to(at::kBFloat16).to(at::kFloat).requires_grad_();
   at::Tensor x = at::randn({2, 16});
-  at::Tensor y = linear(x, w);
+  at::Tensor y = kvlab::linear(x, w);
   y.sum().backward();  // gradients flow to the weights
   EXPECT_TRUE(w.grad().defined());
   EXPECT_LT(test::max_abs_diff(y, at::linear(x, w)), 1e-6);

@@ -126,7 +126,7 @@ TEST(Throughput, RunGeneratesWhatGreedyGenerateDoesAndCountsTheCache) {
   opt.prompt_len = 19, opt.gen_len = 12, opt.keep_tokens = true, opt.progress = nullptr, opt.warmup = false;
   opt.prompts = prompts(2, 19, 5);
   for (const auto& [method, params] : std::vector<std::pair<std::string, std::string>>{
-           {"fp16", "{}"}, {"kivi", "{bits: 2, group: 4, residual: 8}"}}) {
+           {"fp16", "{}"}, {"kivi", "{bits: 2, group: 16, residual: 16}"}}) {
     const CachePlan plan = plan_for(method, params);
     const ThroughputPoint pt = run_throughput_point(m, plan, 2, opt);
     KvCache cache = make_cache(plan, multi_token_mode(plan.prefill));
@@ -142,7 +142,8 @@ TEST(Throughput, RunGeneratesWhatGreedyGenerateDoesAndCountsTheCache) {
       EXPECT_DOUBLE_EQ(pt.bits_k(), 16.0);  // a bf16 model's cache
       EXPECT_DOUBLE_EQ(pt.memory_ratio(), 1.0);
     } else {
-      EXPECT_LT(pt.bits_k(), 16.0);
+      // Keys: 16 of the 30 tokens packed at 2 + 32 / 16 = 4 bits, the other 14 at 16.
+      EXPECT_DOUBLE_EQ(pt.bits_k(), (16 * 4 + 14 * 16) / 30.0);
     }
     EXPECT_GT(pt.decode_tok_s(), 0);
     EXPECT_NEAR(pt.kvmix_tok_s() / pt.generate_tok_s(), (19.0 + 12.0) / 12.0, 1e-9);
@@ -155,14 +156,15 @@ TEST(Throughput, SyntheticFillHoldsTheSameTokensThroughTheQuantizer) {
   ThroughputOptions opt;
   opt.prompt_len = 40, opt.gen_len = 9, opt.fill = CacheFill::Synthetic, opt.progress = nullptr, opt.warmup = false;
   const ThroughputPoint fp = run_throughput_point(m, plan_for("fp16", "{}"), 3, opt);
-  const ThroughputPoint kivi = run_throughput_point(m, plan_for("kivi", "{bits: 2, group: 4, residual: 8}"), 3, opt);
+  const ThroughputPoint kivi = run_throughput_point(m, plan_for("kivi", "{bits: 2, group: 16, residual: 16}"), 3, opt);
   const ModelConfig c = config();
   const int64_t elements = 3 * (40 + 8) * c.num_hidden_layers * c.num_key_value_heads * c.head_dim;
   EXPECT_EQ(fp.elements_per_kind, elements);
   EXPECT_EQ(fp.bytes.total(), 2 * elements * 2);  // fp16 K and V
   EXPECT_EQ(kivi.elements_per_kind, elements);
   EXPECT_GT(kivi.bytes.keys.packed_codes, 0);     // the synthetic prompt went through the quantizer
-  EXPECT_LT(kivi.memory_ratio(), 0.5);
+  // 48 tokens: keys all packed at 4 bits; values the oldest 32 packed, the newest 16 exact.
+  EXPECT_DOUBLE_EQ(kivi.memory_ratio(), (48 * 4 + 32 * 4 + 16 * 16) / (2.0 * 48 * 16));
 }
 
 // A budget is checked while running: a run that goes over stops early and says so.

@@ -44,9 +44,11 @@ LlamaModel load_model_from_options(const po::variables_map& vm) {
   return LlamaModel::load(vm["model"].as<std::string>(), opt);
 }
 
-void add_method_options(po::options_description& desc) {
+void add_method_options(po::options_description& desc, const std::string& default_method) {
+  auto* method = po::value<std::string>();
+  if (!default_method.empty()) method->default_value(default_method);
   desc.add_options()
-    ("method", po::value<std::string>(), "KV-cache method (kvlab methods lists them)")
+    ("method", method, "KV-cache method (kvlab methods lists them)")
     ("set", po::value<std::vector<std::string>>()->composing(), "method parameter key=value (repeatable)");
 }
 

@@ -24,8 +24,8 @@ std::optional<po::variables_map> parse(const std::vector<std::string>& args, po:
 void add_model_options(po::options_description& desc);
 LlamaModel load_model_from_options(const po::variables_map& vm);
 
-// --method NAME, --set key=value (repeatable): a KV-cache method from the registry.
-void add_method_options(po::options_description& desc);
+// --method NAME (default: none, or default_method), --set key=value (repeatable): a KV-cache method.
+void add_method_options(po::options_description& desc, const std::string& default_method = "");
 // The method --method names with its --set parameters, or nullptr without --method.
 std::unique_ptr<KvMethod> method_from_options(const po::variables_map& vm);
 

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -16,7 +17,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "kvlab/common/error.h"
-#include "kvlab/common/memory_usage.h"
+#include "kvlab/common/process_usage.h"
 #include "kvlab/common/sha256.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/eval/throughput.h"
@@ -95,6 +96,11 @@ std::string calibrate_preset(const MethodChoice& choice, LlamaModel& model, cons
   const std::string plan = step->run(ctx);
   std::ofstream(record) << plan << "\n";
   return plan;
+}
+
+double load_average() {
+  double l[1] = {0};
+  return getloadavg(l, 1) == 1 ? l[0] : -1.0;
 }
 
 struct Row {
@@ -201,8 +207,11 @@ int bench_throughput(const Args& args) {
              opt.fill == CacheFill::Prefill ? "real prefill of random prompt ids"
                                             : "synthetic K/V through each method's quantizer, then the last prompt token",
              budget.describe());
-  fmt::print("tok/s: prefill = B*P/prefill s; decode = B*(N-1)/decode s; steady = B/median step; generate = B*N/total s; "
-             "kvmix = B*(P+N)/total s (KVmix's script counts prompt tokens)\n\n");
+  fmt::print("tok/s: prefill = B*P/prefill s; decode = B*(N-1)/decode s; dec/cpu-s = the same per CPU-second of the "
+             "process (all threads; a loaded machine's waits excluded); steady = B/median step; generate = B*N/total s; "
+             "kvmix = B*(P+N)/total s (KVmix's script counts prompt tokens)\n");
+  const double load_start = load_average();
+  fmt::print("load average {:.2f} at start\n\n", load_start);
 
   std::vector<Row> rows;
   for (auto& choice : choices) {
@@ -260,19 +269,19 @@ int bench_throughput(const Args& args) {
         return &o;
     return nullptr;
   };
-  fmt::print("{:<22} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6} {:>6} {:>9} {:>9} {:>7}\n",
-             "method", "batch", "max", "prefill/s", "decode/s", "steady/s", "generate/s", "kvmix/s", "KV MiB", "bitsK",
-             "bitsV", "ratio", "peak MiB", "dyn MiB", "x fp16");
+  fmt::print("{:<22} {:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6} {:>6} {:>6} {:>9} {:>9} {:>7}\n",
+             "method", "batch", "max", "prefill/s", "decode/s", "dec/cpu-s", "steady/s", "generate/s", "kvmix/s", "KV MiB",
+             "bitsK", "bitsV", "ratio", "peak MiB", "dyn MiB", "x fp16");
   for (const auto& r : rows) {
     const ThroughputPoint& p = r.point;
     const Row* base = baseline(r);
     const std::string rel = base && base->point.decode_tok_s() > 0
                                 ? fmt::format("{:.2f}", p.decode_tok_s() / base->point.decode_tok_s())
                                 : "-";
-    fmt::print("{:<22} {:>5} {:>6} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>9.1f} {:>6.3f} {:>6.3f} "
-               "{:>6.4f} {:>9.1f} {:>9.1f} {:>7}{}\n",
+    fmt::print("{:<22} {:>5} {:>6} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>10.1f} {:>9.1f} {:>6.3f} "
+               "{:>6.3f} {:>6.4f} {:>9.1f} {:>9.1f} {:>7}{}\n",
                r.label, p.batch, r.max_batch >= 0 ? std::to_string(r.max_batch) : "-", p.prefill_tok_s(),
-               p.decode_tok_s(), p.steady_decode_tok_s(), p.generate_tok_s(), p.kvmix_tok_s(), p.bytes.total() / kMiB,
+               p.decode_tok_s(), p.decode_tok_per_cpu_s(), p.steady_decode_tok_s(), p.generate_tok_s(), p.kvmix_tok_s(), p.bytes.total() / kMiB,
                p.bits_k(), p.bits_v(), p.memory_ratio(), p.peak_memory() / kMiB, p.dynamic_memory() / kMiB, rel,
                p.over_budget ? "  (over budget: stopped)" : "");
   }
@@ -291,20 +300,23 @@ int bench_throughput(const Args& args) {
                            {"fill", cache_fill_name(opt.fill)},
                            {"budget", budget.describe()},
                            {"budget_kind", budget_kind_name(budget.kind)},
-                           {"budget_bytes", budget.bytes}};
+                           {"budget_bytes", budget.bytes},
+                           {"load_average_at_start", load_start},
+                           {"load_average_at_end", load_average()}};
   if (vm->count("csv")) {
     const std::string path = (*vm)["csv"].as<std::string>();
     std::ofstream out(path);
     if (!out) fail("--csv {}: cannot write", path);
     out << "model,dtype,fill,prompt_len,gen_len,method,batch_spec,batch,max_batch,prefill_tok_s,decode_tok_s,"
-           "steady_decode_tok_s,generate_tok_s,kvmix_tok_s,kv_bytes,bits_k,bits_v,memory_ratio,rss_before_bytes,"
+           "decode_tok_per_cpu_s,steady_decode_tok_s,generate_tok_s,kvmix_tok_s,kv_bytes,bits_k,bits_v,memory_ratio,rss_before_bytes,"
            "peak_rss_bytes,peak_device_bytes,dynamic_memory_bytes,over_budget,decode_vs_fp16\n";
     for (const auto& r : rows) {
       const ThroughputPoint& p = r.point;
       const Row* base = baseline(r);
-      out << fmt::format("{},{},{},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{},{:.4f},{:.4f},{:.5f},{},{},{},{},{},{}\n",
+      out << fmt::format("{},{},{},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{},{:.4f},{:.4f},{:.5f},{},{},{},{},{},{}\n",
                          model_name, dtype_name(model->dtype()), cache_fill_name(opt.fill), opt.prompt_len,
                          opt.gen_len, r.label, r.batch_spec, p.batch, r.max_batch, p.prefill_tok_s(), p.decode_tok_s(),
+                         p.decode_tok_per_cpu_s(),
                          p.steady_decode_tok_s(), p.generate_tok_s(), p.kvmix_tok_s(), p.bytes.total(), p.bits_k(),
                          p.bits_v(), p.memory_ratio(), p.rss_before, p.peak_rss, p.peak_device, p.dynamic_memory(),
                          p.over_budget ? 1 : 0,

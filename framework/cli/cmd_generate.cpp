@@ -1,12 +1,15 @@
 // kvlab generate: greedy decoding from a prompt through any method's cache (the full-precision one
 // by default), with prefill and decode tokens/s, the cache's bytes at the end and the peak memory.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 
 #include "cli_util.h"
 #include "commands.h"
 #include "kvlab/cache/quantized_layer_cache.h"
 #include "kvlab/common/error.h"
-#include "kvlab/common/memory_usage.h"
+#include "kvlab/common/process_usage.h"
 #include "kvlab/eval/generate.h"
 #include "kvlab/eval/longbench/prompt.h"
 #include "kvlab/tokenizer/tokenizer.h"
@@ -83,10 +86,16 @@ int generate(const Args& args) {
   const int64_t peak = peak_rss_bytes();
 
   const auto& out = r.tokens.front();
-  std::vector<int32_t> all(ids.begin(), ids.end());
-  all.insert(all.end(), out.begin(), out.end());
-  fmt::print("{}\n", tok->decode(all, /*skip_special=*/true));
-  if (vm->count("ids")) fmt::print("ids: {}\n", fmt::join(out, " "));
+  const bool decodable = std::all_of(out.begin(), out.end(), [&](int64_t id) { return id >= 0 && id < tok->vocab_size(); });
+  if (decodable) {
+    std::vector<int32_t> all(ids.begin(), ids.end());
+    all.insert(all.end(), out.begin(), out.end());
+    fmt::print("{}\n", tok->decode(all, /*skip_special=*/true));
+  } else {  // a random-weight checkpoint's vocabulary is larger than its small tokenizer
+    fmt::print(stderr, "note: generated ids beyond the tokenizer's {} pieces (random weights?): printing ids\n",
+               tok->vocab_size());
+  }
+  if (vm->count("ids") || !decodable) fmt::print("ids: {}\n", fmt::join(out, " "));
 
   const auto P = static_cast<int64_t>(ids.size());
   fmt::print(stderr, "prompt {} x {} tokens in {:.3f} s ({:.1f} tok/s); decode {} x {} tokens in {:.3f} s ({:.1f} tok/s)\n",

@@ -9,7 +9,7 @@
 
 #include "kvlab/cache/quantized_layer_cache.h"
 #include "kvlab/common/error.h"
-#include "kvlab/common/memory_usage.h"
+#include "kvlab/common/process_usage.h"
 #include "kvlab/common/progress.h"
 #include "kvlab/model/llama_model.h"
 
@@ -71,7 +71,7 @@ std::string MemoryBudget::describe() const {
   const char* what = kind == Kind::Kv        ? "KV bytes"
                      : kind == Kind::Dynamic ? "peak memory minus the memory before the run"
                                              : "peak memory";
-  return fmt::format("{} <= {:.3f} GiB", what, gib(bytes));
+  return fmt::format("{} <= {:.4g} GiB", what, gib(bytes));
 }
 
 double ThroughputPoint::bits_k() const {
@@ -89,6 +89,11 @@ double ThroughputPoint::prefill_tok_s() const {
 double ThroughputPoint::decode_tok_s() const {
   return decode_seconds > 0 ? static_cast<double>(batch) * static_cast<double>(step_seconds.size()) / decode_seconds
                             : 0.0;
+}
+double ThroughputPoint::decode_tok_per_cpu_s() const {
+  return decode_cpu_seconds > 0
+             ? static_cast<double>(batch) * static_cast<double>(step_seconds.size()) / decode_cpu_seconds
+             : 0.0;
 }
 double ThroughputPoint::steady_decode_tok_s() const {
   if (step_seconds.empty()) return 0.0;
@@ -128,6 +133,9 @@ nlohmann::json ThroughputPoint::to_json(bool with_steps) const {
                       {"decode_steps", static_cast<int64_t>(step_seconds.size())},
                       {"prefill_tok_s", prefill_tok_s()},
                       {"decode_tok_s", decode_tok_s()},
+                      {"decode_tok_per_cpu_s", decode_tok_per_cpu_s()},
+                      {"prefill_cpu_seconds", prefill_cpu_seconds},
+                      {"decode_cpu_seconds", decode_cpu_seconds},
                       {"steady_decode_tok_s", steady_decode_tok_s()},
                       {"generate_tok_s", generate_tok_s()},
                       {"kvmix_tok_s", kvmix_tok_s()},
@@ -221,6 +229,7 @@ ThroughputPoint run_throughput_point(LlamaModel& model, const CachePlan& plan, i
   };
 
   KvCache cache = make_cache(plan, multi_token_mode(plan.prefill));
+  const double cpu0 = process_cpu_seconds();
   auto t0 = Clock::now();
   at::Tensor logits;
   if (opt.fill == CacheFill::Prefill) {
@@ -232,6 +241,8 @@ ThroughputPoint run_throughput_point(LlamaModel& model, const CachePlan& plan, i
   }
   at::Tensor next = logits.select(1, 0).argmax(-1).to(at::kCPU);  // [B]; the copy waits for the device
   p.prefill_seconds = since(t0);
+  const double cpu1 = process_cpu_seconds();
+  p.prefill_cpu_seconds = cpu1 - cpu0;
   if (opt.keep_tokens) p.tokens.assign(static_cast<size_t>(batch), {});
   auto keep = [&](const at::Tensor& ids) {
     if (!opt.keep_tokens) return;
@@ -262,6 +273,7 @@ ThroughputPoint run_throughput_point(LlamaModel& model, const CachePlan& plan, i
     }
   }
   p.decode_seconds = since(t1);
+  p.decode_cpu_seconds = process_cpu_seconds() - cpu1;
   progress.finish(p.over_budget ? "over the memory budget: stopped" : fmt::format("{:.1f} tok/s", p.decode_tok_s()));
   finish(cache, opt.prompt_len + static_cast<int64_t>(p.step_seconds.size()));
   return p;

@@ -75,6 +75,7 @@ class ThroughputTask : public Task {
     r.metrics.push_back({"batch", static_cast<double>(point.batch)});
     r.metrics.push_back({"prefill_tok_s", point.prefill_tok_s()});
     r.metrics.push_back({"decode_tok_s", point.decode_tok_s()});
+    r.metrics.push_back({"decode_tok_per_cpu_s", point.decode_tok_per_cpu_s()});
     r.metrics.push_back({"steady_decode_tok_s", point.steady_decode_tok_s()});
     r.metrics.push_back({"generate_tok_s", point.generate_tok_s()});
     r.metrics.push_back({"kvmix_tok_s", point.kvmix_tok_s()});

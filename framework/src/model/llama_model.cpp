@@ -30,7 +30,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 // x @ w^T + b in the activations' dtype; 16-bit weights under fp32 activations (CPU) are read in
 // place by the 16-bit kernels (kvlab/model/linear.h).
-at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) { return linear(x, w, b); }
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) { return kvlab::linear(x, w, b); }
 
 }  // namespace
 
@@ -109,8 +109,11 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& opt) {
   }
   auto get = [&](const std::string& name) {
     at::Tensor t = ckpt.tensor(name);
-    // A copy detaches the weights from the read-only mapping and puts them where they will run.
-    return t.to(opt.device, opt.dtype, /*non_blocking=*/false, /*copy=*/true);
+    // A copy detaches the weights from the read-only mapping and puts them where they will run;
+    // the mapped pages are then dropped, so loading never holds the weights twice.
+    at::Tensor out = t.to(opt.device, opt.dtype, /*non_blocking=*/false, /*copy=*/true);
+    ckpt.release(name);
+    return out;
   };
   return LlamaModel(config, assemble(config, get));
 }

@@ -78,6 +78,8 @@ struct ThroughputPoint {
   double prefill_seconds = 0;       // the prompts' forward (synthetic: the fill + the last prompt token's forward)
   double decode_seconds = 0;        // the N - 1 decode steps
   std::vector<double> step_seconds; // each decode step; step i runs with P + i cached tokens
+  double prefill_cpu_seconds = 0;   // CPU time of the process (all threads) during the prefill
+  double decode_cpu_seconds = 0;    // ... and during the decode steps
   CacheBytes bytes;                 // held at the end
   int64_t capacity_bytes = 0;       // allocated by the cache at the end (spare capacity included)
   int64_t elements_per_kind = 0;    // K (or V) elements held: B * tokens * layers * kv_heads * head_dim
@@ -93,6 +95,7 @@ struct ThroughputPoint {
   double memory_ratio() const;      // bytes() / bytes of a 16-bit cache of the same tokens
   double prefill_tok_s() const;
   double decode_tok_s() const;
+  double decode_tok_per_cpu_s() const;  // B * (N - 1) / decode CPU seconds: comparable on a loaded machine
   double steady_decode_tok_s() const;
   double generate_tok_s() const;
   double kvmix_tok_s() const;

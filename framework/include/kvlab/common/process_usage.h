@@ -1,6 +1,8 @@
 #pragma once
-// Memory a run uses, measured: the process's resident set (Linux /proc) and, through hooks a device
-// back end registers, an accelerator's allocator. Throughput runs and `kvlab generate` report these.
+// What a run uses, measured: the process's resident set (Linux /proc), its CPU time, and, through
+// hooks a device back end registers, an accelerator's allocator. Throughput runs and `kvlab
+// generate` report these. (CPU time matters on a shared machine: wall time there includes waiting
+// for cores other processes hold; CPU time does not.)
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -8,6 +10,7 @@
 
 namespace kvlab {
 
+double process_cpu_seconds();  // user + system CPU time of every thread of the process so far
 int64_t current_rss_bytes();  // resident set now (VmRSS); -1 where /proc is unavailable
 int64_t peak_rss_bytes();     // the high-water mark since start or the last reset (VmHWM); -1 if unknown
 // Starts a new high-water mark at the current resident set (/proc/self/clear_refs). First returns

@@ -1,6 +1,7 @@
-#include "kvlab/common/memory_usage.h"
+#include "kvlab/common/process_usage.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <fstream>
 #include <map>
@@ -33,6 +34,13 @@ std::map<c10::DeviceType, DeviceMemoryHooks>& hooks_table() {
 }
 
 }  // namespace
+
+double process_cpu_seconds() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0.0;
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
 
 int64_t current_rss_bytes() { return status_kb("VmRSS"); }
 int64_t peak_rss_bytes() { return status_kb("VmHWM"); }
