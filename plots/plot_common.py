@@ -90,6 +90,14 @@ _METRIC_LABELS = {
     "delta_p_correct": "mean change of p(correct token) vs fp16",
     "longbench/avg": "LongBench average score (0-100)",
     "passkey/acc": "passkey retrieval accuracy",
+    "decode_tok_s": "decode tokens/s (generated, all decode steps)",
+    "steady_decode_tok_s": "steady-state decode tokens/s (median step)",
+    "generate_tok_s": "generated tokens/s over the whole run",
+    "kvmix_tok_s": "tokens/s as KVmix counts (prompt included)",
+    "prefill_tok_s": "prefill tokens/s",
+    "max_batch": "largest batch within the memory budget",
+    "peak_memory_gib": "peak memory (GiB)",
+    "kv_gib": "KV cache (GiB)",
 }
 
 

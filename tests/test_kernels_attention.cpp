@@ -106,16 +106,16 @@ void check(const AttnCase& c, uint32_t seed, Build build = Build::Dispatched) {
                               scale, out.data(), ws.data());
       break;
     case Build::Generic:
-      generic::decode_attention_entry(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
-                                      S - c.v_packed, scale, out.data(), ws.data());
+      generic::decode_attention_entry(q.data(), c.n_q, D, k.view, Rows(k_full, S - c.k_packed), v.view,
+                                      Rows(v_full, S - c.v_packed), scale, out.data(), ws.data());
       break;
     case Build::Avx2:
-      avx2::decode_attention_entry(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
-                                   S - c.v_packed, scale, out.data(), ws.data());
+      avx2::decode_attention_entry(q.data(), c.n_q, D, k.view, Rows(k_full, S - c.k_packed), v.view,
+                                   Rows(v_full, S - c.v_packed), scale, out.data(), ws.data());
       break;
     case Build::Avx512:
-      avx512::decode_attention_entry(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,
-                                     S - c.v_packed, scale, out.data(), ws.data());
+      avx512::decode_attention_entry(q.data(), c.n_q, D, k.view, Rows(k_full, S - c.k_packed), v.view,
+                                     Rows(v_full, S - c.v_packed), scale, out.data(), ws.data());
       break;
   }
   reference::packed_decode_attention(q.data(), c.n_q, D, k.view, k_full, S - c.k_packed, v.view, v_full,

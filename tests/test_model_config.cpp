@@ -115,6 +115,9 @@ TEST(ModelConfig, NamedShapes) {
   for (const auto& name : ModelConfig::shape_names()) EXPECT_NO_THROW(ModelConfig::named_shape(name)) << name;
   EXPECT_NEAR(ModelConfig::named_shape("llama2-7b").parameter_count() / 1e9, 6.74, 0.01);
   EXPECT_NEAR(ModelConfig::named_shape("small-100m").parameter_count() / 1e6, 100, 15);
+  // The published sizes of the checkpoints these copy: 134.5M (SmolLM2-135M), 1.236B (Llama-3.2-1B).
+  EXPECT_NEAR(ModelConfig::named_shape("smollm2-135m").parameter_count() / 1e6, 134.5, 0.1);
+  EXPECT_NEAR(ModelConfig::named_shape("llama3.2-1b").parameter_count() / 1e9, 1.2358, 0.001);
   try {
     ModelConfig::named_shape("llama9");
     FAIL();

@@ -44,6 +44,23 @@ LlamaModel load_model_from_options(const po::variables_map& vm) {
   return LlamaModel::load(vm["model"].as<std::string>(), opt);
 }
 
+void add_method_options(po::options_description& desc, const std::string& default_method) {
+  auto* method = po::value<std::string>();
+  if (!default_method.empty()) method->default_value(default_method);
+  desc.add_options()
+    ("method", method, "KV-cache method (kvlab methods lists them)")
+    ("set", po::value<std::vector<std::string>>()->composing(), "method parameter key=value (repeatable)");
+}
+
+std::unique_ptr<KvMethod> method_from_options(const po::variables_map& vm) {
+  if (!vm.count("method")) {
+    if (vm.count("set")) fail("--set needs --method");
+    return nullptr;
+  }
+  const auto sets = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  return MethodRegistry::instance().create(vm["method"].as<std::string>(), parse_assignments(sets), "--method");
+}
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open text file", path);

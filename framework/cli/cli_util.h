@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kvlab/model/llama_model.h"
+#include "kvlab/quant/kv_method.h"
 
 namespace kvlab::cli {
 
@@ -22,6 +23,11 @@ std::optional<po::variables_map> parse(const std::vector<std::string>& args, po:
 // --model, --dtype, --device, --threads
 void add_model_options(po::options_description& desc);
 LlamaModel load_model_from_options(const po::variables_map& vm);
+
+// --method NAME (default: none, or default_method), --set key=value (repeatable): a KV-cache method.
+void add_method_options(po::options_description& desc, const std::string& default_method = "");
+// The method --method names with its --set parameters, or nullptr without --method.
+std::unique_ptr<KvMethod> method_from_options(const po::variables_map& vm);
 
 std::string read_text_file(const std::string& path);
 

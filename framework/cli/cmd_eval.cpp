@@ -27,11 +27,10 @@ int eval_ppl(const Args& args) {
     ("bos", po::value<std::string>()->default_value("stream"),
      "stream: the tokenizer's own special tokens once, at the start of the text (HF style); "
      "window: BOS at the start of every window; none: no BOS")
-    ("method", po::value<std::string>(), "KV-cache method (kvlab methods lists them); adds KL to fp16, bits, memory")
-    ("set", po::value<std::vector<std::string>>()->composing(), "method parameter key=value (repeatable)")
     ("path", po::value<std::string>()->default_value("fast"),
      "fast: one masked pass per window; stream: feed tokens one at a time (the definition; slow)")
     ("json", "print the result as one JSON object on stdout");
+  add_method_options(desc);  // --method adds KL to the full-precision cache, bits, memory
   auto vm = parse(args, desc, "kvlab eval ppl --model DIR --text FILE [--ctx L]");
   if (!vm) return 0;
 
@@ -53,10 +52,8 @@ int eval_ppl(const Args& args) {
     if (!tok->bos_id()) fail("--bos window: the tokenizer of {} has no BOS token", model_dir);
     opt.bos_id = *tok->bos_id();
   }
-  if (vm->count("method")) {
+  if (auto method = method_from_options(*vm)) {
     const std::string name = (*vm)["method"].as<std::string>();
-    const auto sets = vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-    auto method = MethodRegistry::instance().create(name, parse_assignments(sets), "--method");
     const std::string path = (*vm)["path"].as<std::string>();
     if (path != "fast" && path != "stream") fail("--path '{}' is not fast or stream", path);
     method->calibrate(model);

@@ -20,15 +20,8 @@
 namespace kvlab::cli {
 namespace {
 
-void add_method_options(po::options_description& desc) {
-  desc.add_options()
-    ("method", po::value<std::string>()->default_value("fp16"), "KV-cache method (kvlab methods lists them)")
-    ("set", po::value<std::vector<std::string>>()->composing(), "method parameter key=value (repeatable)");
-}
-
-std::unique_ptr<KvMethod> method_from_options(const po::variables_map& vm, LlamaModel& model) {
-  const auto sets = vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-  auto method = MethodRegistry::instance().create(vm["method"].as<std::string>(), parse_assignments(sets), "--method");
+std::unique_ptr<KvMethod> calibrated_method(const po::variables_map& vm, LlamaModel& model) {
+  auto method = method_from_options(vm);
   method->calibrate(model);
   return method;
 }
@@ -55,7 +48,7 @@ std::string bucket_text(double v) { return std::isnan(v) ? "-" : fmt::format("{:
 int eval_longbench(const Args& args) {
   po::options_description desc("eval longbench options");
   add_model_options(desc);
-  add_method_options(desc);
+  add_method_options(desc, "fp16");
   desc.add_options()
     ("data", po::value<std::string>()->required(), "directory of the benchmark's <task>.jsonl files")
     ("tasks", po::value<std::string>()->default_value("all"), "all (16 English/code tasks), e (LongBench-E's 13) or a,b,c")
@@ -87,7 +80,7 @@ int eval_longbench(const Args& args) {
 
   auto tok = load_tokenizer(model_dir);
   LlamaModel model = load_model_from_options(*vm);
-  auto method = method_from_options(*vm, model);
+  auto method = calibrated_method(*vm, model);
   const CachePlan plan = method->plan(model.config());
   opt.stop_ids = stop_token_ids(model_dir, model.config(), *tok);
   const longbench::EvalResult r = longbench::evaluate_longbench(model, *tok, plan, opt);
@@ -136,7 +129,7 @@ int eval_synthetic(const Args& args, SyntheticKind kind) {
   const std::string name = synthetic_kind_name(kind);
   po::options_description desc("eval " + name + " options");
   add_model_options(desc);
-  add_method_options(desc);
+  add_method_options(desc, "fp16");
   desc.add_options()
     ("lengths", po::value<std::string>()->default_value("1024"), "context lengths in tokens, comma-separated")
     ("depths", po::value<std::string>()->default_value("0,0.25,0.5,0.75,1"), "needle depths in [0, 1], comma-separated")
@@ -156,7 +149,7 @@ int eval_synthetic(const Args& args, SyntheticKind kind) {
   const auto depths = comma_list<double>((*vm)["depths"].as<std::string>(), "depths");
   auto tok = load_tokenizer(model_dir);
   LlamaModel model = load_model_from_options(*vm);
-  auto method = method_from_options(*vm, model);
+  auto method = calibrated_method(*vm, model);
   const CachePlan plan = method->plan(model.config());
 
   SyntheticEvalOptions opt;

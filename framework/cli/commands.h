@@ -13,6 +13,7 @@ using Args = std::vector<std::string>;
 int make_model(const Args& args);
 int generate(const Args& args);
 int eval(const Args& args);
+int bench(const Args& args);     // bench throughput (cmd_bench_throughput.cpp)
 int convert(const Args& args);
 int methods(const Args& args);
 int profile(const Args& args);   // a method's calibration step (kvlab/quant/calibration.h)

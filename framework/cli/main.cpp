@@ -19,8 +19,9 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"make-model", {kvlab::cli::make_model, "write an HF-format checkpoint with random weights for a shape"}},
-      {"generate", {kvlab::cli::generate, "greedy generation from a prompt, with tokens/s"}},
+      {"generate", {kvlab::cli::generate, "greedy generation through any method's cache, with tokens/s and memory"}},
       {"eval", {kvlab::cli::eval, "evaluate a model: eval ppl | longbench | passkey | needle"}},
+      {"bench", {kvlab::cli::bench, "bench throughput: generation tokens/s and memory per method and batch"}},
       {"longbench", {kvlab::cli::longbench, "longbench score PRED_DIR: score prediction files as LongBench's eval.py"}},
       {"methods", {kvlab::cli::methods, "list the KV-cache methods with their parameters and defaults"}},
       {"profile", {kvlab::cli::profile, "run a method's profiling step (profile kvmix ...) and write its plan"}},

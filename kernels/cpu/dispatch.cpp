@@ -4,6 +4,7 @@
 
 #include "kernel_entries.h"
 #include "kvlab/common/error.h"
+#include "kvlab/kernels/linear16.h"
 #include "kvlab/kernels/packing.h"
 
 namespace kvlab::kernels {
@@ -121,15 +122,34 @@ KVLAB_INSTANTIATE(float)
 KVLAB_INSTANTIATE(c10::Half)
 #undef KVLAB_INSTANTIATE
 
-void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
-                             int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
-                             float softmax_scale, float* out, float* workspace) {
-  if (k.tokens + tk_full != v.tokens + tv_full)
-    fail("kernels: {} + {} keys but {} + {} values", k.tokens, tk_full, v.tokens, tv_full);
-  if (k.tokens + tk_full == 0) fail("kernels: decode attention over an empty cache");
+void packed_decode_attention(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const Rows& k_full,
+                             const PackedStream& v, const Rows& v_full, float softmax_scale, float* out,
+                             float* workspace) {
+  if (k.tokens + k_full.tokens != v.tokens + v_full.tokens)
+    fail("kernels: {} + {} keys but {} + {} values", k.tokens, k_full.tokens, v.tokens, v_full.tokens);
+  if (k.tokens + k_full.tokens == 0) fail("kernels: decode attention over an empty cache");
+  if ((k_full.tokens > 0 && !k_full.data) || (v_full.tokens > 0 && !v_full.data))
+    fail("kernels: full-precision rows of {} keys / {} values with a null pointer", k_full.tokens, v_full.tokens);
   check_stream(k, D, "key");
   check_stream(v, D, "value");
-  KVLAB_DISPATCH(decode_attention_entry, q, n_q, D, k, k_full, tk_full, v, v_full, tv_full, softmax_scale, out, workspace)
+  KVLAB_DISPATCH(decode_attention_entry, q, n_q, D, k, k_full, v, v_full, softmax_scale, out, workspace)
+}
+
+void full_decode_attention(const float* q, int64_t n_q, int64_t D, const Rows& k, const Rows& v, float softmax_scale,
+                           float* out, float* workspace) {
+  packed_decode_attention(q, n_q, D, PackedStream{}, k, PackedStream{}, v, softmax_scale, out, workspace);
+}
+
+void linear16_rows(const float* x, int64_t M, int64_t K, const void* w, RowType type, int64_t n0, int64_t n1, float* y,
+                   int64_t ldy) {
+  if (type == RowType::F32) fail("kernels: linear16_rows reads fp16 or bf16 weights, not fp32");
+  if (M < 0 || K <= 0 || n0 < 0 || n1 < n0 || ldy < n1) fail("kernels: linear16 shape M={} K={} n=[{}, {}) ldy={}", M, K, n0, n1, ldy);
+  KVLAB_DISPATCH(linear16_entry, x, M, K, w, type, n0, n1, y, ldy)
+}
+
+void widen_rows(const void* src, RowType type, int64_t n, float* dst) {
+  if (type == RowType::F32) fail("kernels: widen_rows reads fp16 or bf16 values, not fp32");
+  KVLAB_DISPATCH(widen_entry, src, type, n, dst)
 }
 
 #undef KVLAB_DISPATCH

@@ -26,8 +26,10 @@
                                     const QuantShape&, float*, int64_t);                                        \
   void dequantize_per_channel_entry(const uint32_t*, const c10::Half*, const c10::Half*, int64_t, int64_t,      \
                                     const QuantShape&, float*, int64_t);                                        \
-  void decode_attention_entry(const float*, int64_t, int64_t, const PackedStream&, const float*, int64_t,       \
-                              const PackedStream&, const float*, int64_t, float, float*, float*);               \
+  void decode_attention_entry(const float*, int64_t, int64_t, const PackedStream&, const Rows&,                 \
+                              const PackedStream&, const Rows&, float, float*, float*);                         \
+  void linear16_entry(const float*, int64_t, int64_t, const void*, RowType, int64_t, int64_t, float*, int64_t);   \
+  void widen_entry(const void*, RowType, int64_t, float*);                                                      \
   }
 
 KVLAB_DECLARE_KERNEL_ENTRIES(generic)

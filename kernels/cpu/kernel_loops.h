@@ -8,6 +8,7 @@
 // Codes are bit-identical to the reference kernels: the same float operations in the same order,
 // with round-half-even done by the 1.5 * 2^23 trick after clamping to [lo, hi] (which commutes
 // with rounding because the bounds are integers).
+#include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <algorithm>
@@ -41,6 +42,8 @@ using kvlab::kernels::Granularity;
 using kvlab::kernels::PackedStream;
 using kvlab::kernels::ParamType;
 using kvlab::kernels::QuantShape;
+using kvlab::kernels::Rows;
+using kvlab::kernels::RowType;
 
 constexpr int kLanes = 8;
 
@@ -498,15 +501,47 @@ inline float exp_nonpositive(float x) {
   return p * two_n;
 }
 
-// scores[h * S + t] = q_h . k_full_t (rows of stride D).
-inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const float* k_full, int64_t tk_full,
-                            float* scores, int64_t S) {
+// ---- full-precision rows ----------------------------------------------------------------------
+
+// Rows are read in blocks of this many tokens; 16-bit rows are widened a block at a time into a
+// scratch of kRowBlock * D floats (16 KB at D = 128: it stays in L1 while every head uses it).
+constexpr int64_t kRowBlock = 32;
+
+// n * D values of 16-bit rows as floats.
+template <typename R>
+inline void widen(const R* src, int64_t n, float* dst) {
+  int64_t i = 0;
+#ifdef KVLAB_AVX2_LOOPS
+  const auto* u = reinterpret_cast<const uint16_t*>(src);
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u + i));
+    if constexpr (std::is_same_v<R, c10::Half>)
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    else  // bf16 is the top half of an fp32
+      _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+// Rows [t0, t0 + n) of r as fp32: the rows themselves when they are fp32, else widened into buf.
+inline const float* row_block(const Rows& r, int64_t t0, int64_t n, int64_t D, float* buf) {
+  switch (r.type) {
+    case RowType::F16: widen(static_cast<const c10::Half*>(r.data) + t0 * D, n * D, buf); return buf;
+    case RowType::BF16: widen(static_cast<const c10::BFloat16*>(r.data) + t0 * D, n * D, buf); return buf;
+    default: return static_cast<const float*>(r.data) + t0 * D;
+  }
+}
+
+// scores[h * S + t] = q_h . k_t for n fp32 rows k of stride D.
+inline void key_block_scores(const float* q, int64_t n_q, int64_t D, const float* k, int64_t n, float* scores,
+                             int64_t S) {
 #ifdef KVLAB_AVX2_LOOPS
   // Spelled out: left to itself, the AVX-512 build vectorizes the loop below across heads with
   // permutes and runs at half the speed.
   if (D % 32 == 0) {
-    for (int64_t t = 0; t < tk_full; ++t) {
-      const float* kr = k_full + t * D;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* kr = k + t * D;
       for (int64_t h = 0; h < n_q; ++h) {
         const float* qh = q + h * D;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -522,8 +557,8 @@ inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const float*
     return;
   }
 #endif
-  for (int64_t t = 0; t < tk_full; ++t) {  // token-outer: each key row is read once for all heads
-    const float* kr = k_full + t * D;
+  for (int64_t t = 0; t < n; ++t) {  // token-outer: each key row is read once for all heads
+    const float* kr = k + t * D;
     for (int64_t h = 0; h < n_q; ++h) {
       const float* qh = q + h * D;
       float part[kLanes] = {};
@@ -535,6 +570,15 @@ inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const float*
       for (int j = 0; j < kLanes; ++j) dot += part[j];
       scores[h * S + t] = dot;
     }
+  }
+}
+
+// scores[h * S + t] = q_h . k_full_t for every full-precision key row.
+inline void full_key_scores(const float* q, int64_t n_q, int64_t D, const Rows& k_full, float* scores, int64_t S,
+                            float* rowbuf) {
+  for (int64_t t0 = 0; t0 < k_full.tokens; t0 += kRowBlock) {
+    const int64_t n = std::min(kRowBlock, k_full.tokens - t0);
+    key_block_scores(q, n_q, D, row_block(k_full, t0, n, D, rowbuf), n, scores + t0, S);
   }
 }
 
@@ -605,39 +649,43 @@ inline void softmax_unnormalized(float* scores, int64_t n_q, int64_t S, float sc
   }
 }
 
-// out[h] += sum_t p[h * S + t] v_full_t.
-inline void full_value_sum(const float* p, int64_t n_q, int64_t D, const float* v_full, int64_t tv_full,
-                           int64_t S, float* out) {
+// out[h] += sum_t p[h * S + t] v_t over n fp32 rows v of stride D (at most kRowBlock).
+inline void value_block_sum(const float* p, int64_t n_q, int64_t D, const float* v, int64_t n, int64_t S,
+                            float* out) {
 #ifdef KVLAB_AVX2_LOOPS
-  // Blocks of 32 tokens (16 KB at D = 128, so they stay in L1) read once from memory; within a
-  // block, 64 channels of one head are summed in registers instead of a load and store of out
-  // per token.
+  // The block (16 KB at D = 128, so it stays in L1) is read once from memory; within it, 64
+  // channels of one head are summed in registers instead of a load and store of out per token.
   if (D % 64 == 0) {
-    constexpr int64_t kBlock = 32;
-    for (int64_t t0 = 0; t0 < tv_full; t0 += kBlock) {
-      const int64_t t1 = std::min(tv_full, t0 + kBlock);
-      for (int64_t h = 0; h < n_q; ++h)
-        for (int64_t d0 = 0; d0 < D; d0 += 64) {
-          __m256 acc[8];
-          for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(out + h * D + d0 + 8 * k);
-          for (int64_t t = t0; t < t1; ++t) {
-            const __m256 pt = _mm256_set1_ps(p[h * S + t]);
-            const float* vr = v_full + t * D + d0;
-            for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr + 8 * k), acc[k]);
-          }
-          for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + h * D + d0 + 8 * k, acc[k]);
+    for (int64_t h = 0; h < n_q; ++h)
+      for (int64_t d0 = 0; d0 < D; d0 += 64) {
+        __m256 acc[8];
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(out + h * D + d0 + 8 * k);
+        for (int64_t t = 0; t < n; ++t) {
+          const __m256 pt = _mm256_set1_ps(p[h * S + t]);
+          const float* vr = v + t * D + d0;
+          for (int k = 0; k < 8; ++k) acc[k] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(vr + 8 * k), acc[k]);
         }
-    }
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + h * D + d0 + 8 * k, acc[k]);
+      }
     return;
   }
 #endif
-  for (int64_t t = 0; t < tv_full; ++t) {
-    const float* vr = v_full + t * D;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* vr = v + t * D;
     for (int64_t h = 0; h < n_q; ++h) {
       const float pt = p[h * S + t];
       float* oh = out + h * D;
       for (int64_t d = 0; d < D; ++d) oh[d] += pt * vr[d];
     }
+  }
+}
+
+// out[h] += sum_t p[h * S + t] v_full_t for every full-precision value row.
+inline void full_value_sum(const float* p, int64_t n_q, int64_t D, const Rows& v_full, int64_t S, float* out,
+                           float* rowbuf) {
+  for (int64_t t0 = 0; t0 < v_full.tokens; t0 += kRowBlock) {
+    const int64_t n = std::min(kRowBlock, v_full.tokens - t0);
+    value_block_sum(p + t0, n_q, D, row_block(v_full, t0, n, D, rowbuf), n, S, out);
   }
 }
 
@@ -676,19 +724,28 @@ KVLAB_QUANT_ENTRIES(float)
 KVLAB_QUANT_ENTRIES(c10::Half)
 #undef KVLAB_QUANT_ENTRIES
 
-void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const float* k_full,
-                            int64_t tk_full, const PackedStream& v, const float* v_full, int64_t tv_full,
-                            float scale, float* out, float* workspace) {
+// Element i of a packed stream's exact channels, as a float.
+inline float exact_value(const PackedStream& s, int64_t i) {
+  switch (s.exact_type) {
+    case RowType::F16: return static_cast<float>(static_cast<const c10::Half*>(s.exact)[i]);
+    case RowType::BF16: return static_cast<float>(static_cast<const c10::BFloat16*>(s.exact)[i]);
+    default: return static_cast<const float*>(s.exact)[i];
+  }
+}
+
+void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const PackedStream& k, const Rows& k_full,
+                            const PackedStream& v, const Rows& v_full, float scale, float* out, float* workspace) {
   // Scratch: the loops', then n_q inverse row sums, then (with exact channels) the queries over
-  // the packed key channels and the packed values' sums, n_q * D each.
+  // the packed key channels and the packed values' sums, n_q * D each, then a block of widened rows.
   thread_local std::vector<float> scratch;
   const int64_t loops = loop_scratch(n_q, D, k, v);
-  if (scratch.size() < static_cast<size_t>(loops + n_q + 2 * n_q * D))
-    scratch.resize(static_cast<size_t>(loops + n_q + 2 * n_q * D));
+  const int64_t need = loops + n_q + 2 * n_q * D + kRowBlock * D;
+  if (scratch.size() < static_cast<size_t>(need)) scratch.resize(static_cast<size_t>(need));
   float* inv_sum = scratch.data() + loops;
   float* q_packed = inv_sum + n_q;
   float* v_packed = q_packed + n_q * D;
-  const int64_t S = k.tokens + tk_full;
+  float* rowbuf = v_packed + n_q * D;
+  const int64_t S = k.tokens + k_full.tokens;
   const int64_t kd = D - k.exact_dims, vd = D - v.exact_dims;  // channels in the codes
   float* scores = workspace;
   if (k.tokens > 0) {
@@ -701,11 +758,11 @@ void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const Packed
     for (int64_t h = 0; h < n_q && k.exact_dims > 0; ++h)
       for (int64_t t = 0; t < k.tokens; ++t) {
         float dot = 0.f;
-        for (int64_t e = 0; e < k.exact_dims; ++e) dot += q[h * D + kd + e] * k.exact[t * k.exact_dims + e];
+        for (int64_t e = 0; e < k.exact_dims; ++e) dot += q[h * D + kd + e] * exact_value(k, t * k.exact_dims + e);
         scores[h * S + t] += dot;
       }
   }
-  full_key_scores(q, n_q, D, k_full, tk_full, scores + k.tokens, S);
+  full_key_scores(q, n_q, D, k_full, scores + k.tokens, S, rowbuf);
   softmax_unnormalized(scores, n_q, S, scale, inv_sum);
   for (int64_t i = 0; i < n_q * D; ++i) out[i] = 0.f;
   if (v.tokens > 0) {
@@ -717,14 +774,17 @@ void decode_attention_entry(const float* q, int64_t n_q, int64_t D, const Packed
       for (int64_t h = 0; h < n_q; ++h) {
         std::copy(v_packed + h * vd, v_packed + (h + 1) * vd, out + h * D);
         for (int64_t t = 0; t < v.tokens; ++t)
-          for (int64_t e = 0; e < v.exact_dims; ++e) out[h * D + vd + e] += scores[h * S + t] * v.exact[t * v.exact_dims + e];
+          for (int64_t e = 0; e < v.exact_dims; ++e)
+            out[h * D + vd + e] += scores[h * S + t] * exact_value(v, t * v.exact_dims + e);
       }
     }
   }
-  full_value_sum(scores + v.tokens, n_q, D, v_full, tv_full, S, out);
+  full_value_sum(scores + v.tokens, n_q, D, v_full, S, out, rowbuf);
   for (int64_t h = 0; h < n_q; ++h)
     for (int64_t d = 0; d < D; ++d) out[h * D + d] *= inv_sum[h];
 }
 
 #undef KVLAB_BITS_SWITCH
 }  // namespace kvlab::kernels::KVLAB_KERNEL_ISA
+
+#include "linear16_loops.h"

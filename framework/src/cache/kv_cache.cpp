@@ -1,8 +1,13 @@
 #include "kvlab/cache/kv_cache.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <cmath>
+
+#include "decode_rows.h"
 #include "kvlab/common/error.h"
+#include "kvlab/kernels/packed_attention.h"
 #include "kvlab/model/attention.h"
 
 namespace kvlab {
@@ -19,6 +24,10 @@ CacheBytes& CacheBytes::operator+=(const CacheBytes& o) {
   keys += o.keys;
   values += o.values;
   return *this;
+}
+
+void LayerCache::fill(const at::Tensor&, const at::Tensor&) {
+  fail("kv cache: this cache cannot be filled without attention (no synthetic fill)");
 }
 
 KvCache::KvCache(int64_t num_layers, const LayerCacheFactory& make_layer) {
@@ -74,7 +83,34 @@ void FullPrecisionLayerCache::append(const at::Tensor& k, const at::Tensor& v) {
 
 at::Tensor FullPrecisionLayerCache::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   append(k, v);
+  const bool kernel = q.size(2) == 1 && q.device().is_cpu() && !q.requires_grad() && !k_buf_.requires_grad() &&
+                      !v_buf_.requires_grad() && cache_detail::kernel_row_dtype(k_buf_.scalar_type()) &&
+                      k_buf_.is_contiguous() && v_buf_.is_contiguous();
+  if (kernel) return decode_attention(q);
   return causal_gqa_attention(q, keys(), values());
+}
+
+// One new query per head against every held token, (batch, kv-head) pairs in parallel; the
+// query heads of a kv-head (GQA) share one pass over its rows.
+at::Tensor FullPrecisionLayerCache::decode_attention(const at::Tensor& q) const {
+  const int64_t B = q.size(0), Hq = q.size(1), D = q.size(3), Hkv = k_buf_.size(1);
+  if (Hq % Hkv != 0) fail("attention: {} query heads are not a multiple of {} kv heads", Hq, Hkv);
+  const int64_t G = Hq / Hkv, S = length_;
+  const at::Tensor qf = q.to(at::kFloat).contiguous();      // [B, Hkv, G, D] in memory
+  at::Tensor out = at::empty({B, Hkv, G, D}, qf.options());  // [B, Hkv, G, D]
+  const at::Tensor k = keys(), v = values();                // [B, Hkv, S, D] views of the buffers
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float* qp = qf.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    float* workspace = cache_detail::thread_scratch(G * S);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / Hkv, h = bh % Hkv;
+      kernels::full_decode_attention(qp + bh * G * D, G, D, cache_detail::rows_of(k, b, h),
+                                     cache_detail::rows_of(v, b, h), scale, op + bh * G * D, workspace);
+    }
+  });
+  return out.view({B, Hq, 1, D}).to(q.scalar_type());
 }
 
 at::Tensor FullPrecisionLayerCache::keys() const { return k_buf_.narrow(2, 0, length_); }

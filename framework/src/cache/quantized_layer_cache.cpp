@@ -3,9 +3,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "decode_rows.h"
 #include "kvlab/cache/cuda_backend.h"
 #include "kvlab/common/error.h"
 #include "kvlab/kernels/packed_attention.h"
@@ -25,23 +27,28 @@ void QuantizedLayerCache::reset() {
   values_.reset();
 }
 
-// [history packed (dequantized) ; history full precision] in `dtype`, for multi-token attention.
-static at::Tensor stored(const QuantizedStream& s, at::ScalarType dtype) {
-  at::Tensor full = s.full();
+// [history packed (dequantized) ; history full precision] in fp32 (what attention computes in:
+// dequantized values are not rounded to the model's dtype), for multi-token attention.
+static at::Tensor stored(const QuantizedStream& s) {
+  at::Tensor full = s.full().to(at::kFloat);
   if (s.packed_tokens() == 0) return full;
-  at::Tensor deq = s.dequantized().to(full.device(), dtype);
+  at::Tensor deq = s.dequantized().to(full.device());
   return full.size(2) == 0 ? deq : at::cat({deq, full}, 2);
+}
+
+void QuantizedLayerCache::fill(const at::Tensor& k, const at::Tensor& v) {
+  keys_.append(k);
+  values_.append(v);
+  keys_.flush();
+  values_.flush();
 }
 
 at::Tensor QuantizedLayerCache::attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   const int64_t T = q.size(2);
   if (T == 1 || mode_ == MultiTokenMode::Quantized) {
-    keys_.append(k);
-    values_.append(v);
-    keys_.flush();
-    values_.flush();
+    fill(k, v);
     if (T == 1) return decode_attention(q);
-    return causal_gqa_attention(q, stored(keys_, k.scalar_type()), stored(values_, v.scalar_type()));
+    return causal_gqa_attention(q, stored(keys_), stored(values_));
   }
   if (mode_ == MultiTokenMode::TokenByToken) return token_by_token_attention(q, k, v);
   // FullPrecision: this chunk's own tokens are read exactly, the history as stored.
@@ -49,8 +56,8 @@ at::Tensor QuantizedLayerCache::attend(const at::Tensor& q, const at::Tensor& k,
   if (keys_.tokens() == 0) {
     out = causal_gqa_attention(q, k, v);
   } else {
-    out = causal_gqa_attention(q, at::cat({stored(keys_, k.scalar_type()), k}, 2),
-                               at::cat({stored(values_, v.scalar_type()), v}, 2));
+    out = causal_gqa_attention(q, at::cat({stored(keys_), k.to(at::kFloat)}, 2),
+                               at::cat({stored(values_), v.to(at::kFloat)}, 2));
   }
   keys_.append(k);
   values_.append(v);
@@ -73,45 +80,48 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
     return at::gather(x, 3, order.view({1, order.size(0), 1, order.size(1)}).expand_as(x));
   };
   at::Tensor qf = q.to(at::kFloat).reshape({B, Hkv, G, D});
-  // [B, Hkv, tk, D] and [B, Hkv, tv, D]; the CUDA kernel reads the model's dtype directly.
-  at::Tensor kf = q.is_cuda() ? keys_.full() : keys_.full().to(at::kFloat);
-  at::Tensor vf = q.is_cuda() ? values_.full() : values_.full().to(at::kFloat);
-  at::Tensor v_order, k_rows, v_rows;
+  // The full-precision parts are read in the dtype they are stored in (views of the buffers); the
+  // CUDA kernel reads the model's dtype directly and takes the exact channels as fp32 rows.
+  const bool cuda = q.is_cuda();
+  at::Tensor kf = keys_.full();    // [B, Hkv, tk, D]
+  at::Tensor vf = values_.full();  // [B, Hkv, tv, D]
+  const bool readable = cuda || cache_detail::kernel_row_dtype(kf.scalar_type());
+  if (!readable) kf = kf.to(at::kFloat), vf = vf.to(at::kFloat);
+  at::Tensor v_order, k_rows, v_rows;  // fp32 copies of exact channels, only where the kernel needs them
   if (k_exact) {
     const at::Tensor k_order = keys_.channel_order();
     qf = reorder(qf, k_order), kf = reorder(kf, k_order);
-    k_rows = keys_.exact_rows();
+    if (!readable || cuda) k_rows = keys_.exact_rows();
   }
   if (v_exact) {
     v_order = values_.channel_order();
     vf = reorder(vf, v_order);
-    v_rows = values_.exact_rows();
+    if (!readable || cuda) v_rows = values_.exact_rows();
   }
-  if (q.is_cuda()) {
+  if (cuda) {
     at::Tensor out = cuda_backend::decode_attention(qf, keys_.layout(), kf, k_rows, values_.layout(), vf, v_rows,
                                                     1.0f / std::sqrt(static_cast<float>(D)));
     if (v_exact) out = at::empty_like(out).scatter_(3, v_order.view({1, Hkv, 1, D}).expand_as(out), out);
     return out.view({B, Hq, 1, D}).to(q.scalar_type());
   }
-  qf = qf.contiguous(), kf = kf.contiguous(), vf = vf.contiguous();
-  const int64_t tk = kf.size(2), tv = vf.size(2);
+  qf = qf.contiguous();
+  if (kf.stride(3) != 1 || kf.stride(2) != D) kf = kf.contiguous();
+  if (vf.stride(3) != 1 || vf.stride(2) != D) vf = vf.contiguous();
   const int64_t ek = keys_.spec().exact_count(), ev = values_.spec().exact_count();
   const int64_t pk = keys_.packed_tokens(), pv = values_.packed_tokens();
   at::Tensor out = at::empty({B, Hkv, G, D}, at::kFloat);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float* qp = qf.data_ptr<float>();
-  const float* kp = kf.data_ptr<float>();
-  const float* vp = vf.data_ptr<float>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, B * Hkv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> workspace(static_cast<size_t>(G * S));
+    float* workspace = cache_detail::thread_scratch(G * S);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / Hkv, h = bh % Hkv;
       kernels::PackedStream ks = keys_.packed_view(b, h), vs = values_.packed_view(b, h);
-      if (k_exact) ks.exact_dims = ek, ks.exact = pk > 0 ? k_rows.data_ptr<float>() + bh * pk * ek : nullptr;
-      if (v_exact) vs.exact_dims = ev, vs.exact = pv > 0 ? v_rows.data_ptr<float>() + bh * pv * ev : nullptr;
-      kernels::packed_decode_attention(qp + bh * G * D, G, D, ks, kp + bh * tk * D, tk, vs, vp + bh * tv * D, tv,
-                                       scale, op + bh * G * D, workspace.data());
+      if (k_rows.defined() && pk > 0) ks.exact = k_rows.data_ptr<float>() + bh * pk * ek, ks.exact_type = kernels::RowType::F32;
+      if (v_rows.defined() && pv > 0) vs.exact = v_rows.data_ptr<float>() + bh * pv * ev, vs.exact_type = kernels::RowType::F32;
+      kernels::packed_decode_attention(qp + bh * G * D, G, D, ks, cache_detail::rows_of(kf, b, h), vs,
+                                       cache_detail::rows_of(vf, b, h), scale, op + bh * G * D, workspace);
     }
   });
   if (v_exact) out = at::empty_like(out).scatter_(3, v_order.view({1, Hkv, 1, D}).expand_as(out), out);
@@ -122,7 +132,8 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
 // the t-th new token's step (QuantizedStream::schedule). Query t sees key j packed iff
 // j < P_k(t), else exact; the same for values. Packing is deterministic per token (per-token groups)
 // or per aligned block of G tokens (per-channel groups), so each token's packed value is the same
-// whenever it is packed: quantize once, then mask.
+// whenever it is packed: quantize once, then mask. Queries are taken in slices whose scores stay
+// within 64 MiB (a long window would otherwise hold several [G * T, S] tensors at once).
 at::Tensor QuantizedLayerCache::token_by_token_attention(const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v) {
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), D = q.size(3);
@@ -135,56 +146,63 @@ at::Tensor QuantizedLayerCache::token_by_token_attention(const at::Tensor& q, co
   auto after = [](const at::Tensor& history, const at::Tensor& x) {  // history is undefined before the first call
     return history.defined() ? at::cat({history, x}, 2) : x;
   };
-  at::Tensor k_exact = after(keys_.full(), k);  // tokens [keys_.packed .. S)
-  at::Tensor v_exact = after(values_.full(), v);
+  const auto f32 = at::kFloat;
+  const at::Tensor k_exact = after(keys_.full(), k).to(f32);  // tokens [keys_.packed .. S)
+  const at::Tensor v_exact = after(values_.full(), v).to(f32);
   const int64_t k_packed0 = keys_.packed_tokens(), v_packed0 = values_.packed_tokens();
   keys_.append(k);
   values_.append(v);
   keys_.quantize_oldest(pk.back() - k_packed0);
   values_.quantize_oldest(pv.back() - v_packed0);
   // Packed versions of tokens [0, P(T-1)), fp32.
-  at::Tensor k_q = keys_.dequantized(), v_q = values_.dequantized();
+  const at::Tensor k_q = keys_.dequantized(), v_q = values_.dequantized();
 
-  const auto f32 = at::kFloat;
-  at::Tensor qg = q.to(f32).reshape({B, Hkv, G * T, D});
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  // Scores against the exact keys (tokens k_packed0..S) and the packed ones (0..P_k(T-1)).
-  at::Tensor s_exact = at::matmul(qg, k_exact.to(f32).transpose(-1, -2)).mul_(scale);  // [B,Hkv,G*T,S-k_packed0]
-  at::Tensor s_packed = at::matmul(qg, k_q.transpose(-1, -2)).mul_(scale);             // [B,Hkv,G*T,P_k]
-  // Assemble scores over all S tokens: packed where j < P_k(t), exact otherwise, -inf beyond t.
   const auto lopt = at::TensorOptions().dtype(at::kLong).device(q.device());
-  at::Tensor t_idx = at::arange(T, lopt).repeat({G});                           // row -> t
-  at::Tensor j = at::arange(S, lopt).unsqueeze(0);                              // [1, S]
-  at::Tensor pk_t = at::tensor(pk, lopt).index_select(0, t_idx).unsqueeze(1);   // [G*T, 1]
-  at::Tensor pv_t = at::tensor(pv, lopt).index_select(0, t_idx).unsqueeze(1);
-  at::Tensor causal = j <= (t_idx.unsqueeze(1) + past);                         // [G*T, S]
-  at::Tensor use_packed_k = j < pk_t;
-  at::Tensor use_packed_v = j < pv_t;
+  const at::Tensor pk_all = at::tensor(pk, lopt), pv_all = at::tensor(pv, lopt);
+  const at::Tensor j = at::arange(S, lopt).unsqueeze(0);  // [1, S]
+  const int64_t n_exact = S - k_packed0, n_pk = k_q.size(2), n_pv = v_q.size(2);
+  const at::Tensor q5 = q.to(f32).reshape({B, Hkv, G, T, D});
 
-  at::Tensor scores = at::full({B, Hkv, G * T, S}, -std::numeric_limits<float>::infinity(), qg.options());
-  const int64_t n_exact = S - k_packed0, n_pk = k_q.size(2);
-  scores.narrow(3, k_packed0, n_exact).copy_(s_exact);
-  if (n_pk > 0) {
-    at::Tensor region = scores.narrow(3, 0, n_pk);
-    region.copy_(at::where(use_packed_k.narrow(1, 0, n_pk), s_packed, region));
+  // Queries t0 .. t0 + m - 1 of every head, as G * m rows of their kv-head: [B, Hkv, G*m, D] out.
+  auto slice = [&](int64_t t0, int64_t m) {
+    const at::Tensor qg = q5.narrow(3, t0, m).reshape({B, Hkv, G * m, D});
+    // Scores against the exact keys (tokens k_packed0..S) and the packed ones (0..P_k(T-1)).
+    const at::Tensor s_exact = at::matmul(qg, k_exact.transpose(-1, -2)).mul_(scale);  // [B,Hkv,G*m,n_exact]
+    const at::Tensor t_idx = at::arange(t0, t0 + m, lopt).repeat({G});                   // row -> t
+    const at::Tensor pk_t = pk_all.index_select(0, t_idx).unsqueeze(1);                 // [G*m, 1]
+    const at::Tensor pv_t = pv_all.index_select(0, t_idx).unsqueeze(1);
+    const at::Tensor causal = j <= (t_idx.unsqueeze(1) + past);                          // [G*m, S]
+    const at::Tensor use_packed_v = j < pv_t;
+    // Assemble scores over all S tokens: packed where j < P_k(t), exact otherwise, -inf beyond t.
+    at::Tensor scores = at::full({B, Hkv, G * m, S}, -std::numeric_limits<float>::infinity(), qg.options());
+    scores.narrow(3, k_packed0, n_exact).copy_(s_exact);
+    if (n_pk > 0) {
+      const at::Tensor s_packed = at::matmul(qg, k_q.transpose(-1, -2)).mul_(scale);  // [B,Hkv,G*m,P_k]
+      at::Tensor region = scores.narrow(3, 0, n_pk);
+      region.copy_(at::where((j < pk_t).narrow(1, 0, n_pk), s_packed, region));
+    }
+    scores.masked_fill_(causal.logical_not(), -std::numeric_limits<float>::infinity());
+    const at::Tensor probs = at::softmax(scores, -1);  // [B, Hkv, G*m, S]
+    // Values: packed where j < P_v(t), exact otherwise.
+    at::Tensor p_exact = probs.narrow(3, v_packed0, S - v_packed0);
+    if (n_pv > v_packed0) {
+      // Tokens packed during this chunk: their exact share is where they are not yet packed.
+      p_exact = p_exact * use_packed_v.narrow(1, v_packed0, S - v_packed0).logical_not().to(f32);
+    }
+    at::Tensor out = at::matmul(p_exact, v_exact);
+    if (n_pv > 0) out = out + at::matmul(probs.narrow(3, 0, n_pv) * use_packed_v.narrow(1, 0, n_pv).to(f32), v_q);
+    return out;
+  };
+  constexpr int64_t kScoreBlock = int64_t{1} << 24;  // floats: 64 MiB
+  const int64_t rows = std::max<int64_t>(1, kScoreBlock / std::max<int64_t>(1, B * Hq * S));
+  if (rows >= T) return slice(0, T).reshape({B, Hq, T, D}).to(q.scalar_type());
+  at::Tensor out = at::empty({B, Hkv, G, T, D}, q5.options());
+  for (int64_t t0 = 0; t0 < T; t0 += rows) {
+    const int64_t m = std::min(rows, T - t0);
+    out.narrow(3, t0, m).copy_(slice(t0, m).view({B, Hkv, G, m, D}));
   }
-  scores = scores.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity());
-  at::Tensor probs = at::softmax(scores, -1);  // [B, Hkv, G*T, S]
-
-  // Values: packed where j < P_v(t), exact otherwise.
-  const int64_t v_exact0 = v_packed0, n_pv = v_q.size(2);
-  at::Tensor p_exact = probs.narrow(3, v_exact0, S - v_exact0);
-  if (n_pv > v_exact0) {
-    // Tokens packed during this chunk: their exact share is where they are not yet packed.
-    at::Tensor mask = use_packed_v.narrow(1, v_exact0, S - v_exact0).logical_not();
-    p_exact = p_exact * mask.to(f32);
-  }
-  at::Tensor out = at::matmul(p_exact, v_exact.to(f32));
-  if (n_pv > 0) {
-    at::Tensor p_packed = probs.narrow(3, 0, n_pv) * use_packed_v.narrow(1, 0, n_pv).to(f32);
-    out = out + at::matmul(p_packed, v_q);
-  }
-  return out.reshape({B, Hq, T, D}).to(q.scalar_type());
+  return out.view({B, Hq, T, D}).to(q.scalar_type());
 }
 
 MultiTokenMode multi_token_mode(PrefillAttention p) {

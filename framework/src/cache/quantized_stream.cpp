@@ -192,6 +192,16 @@ kernels::PackedStream QuantizedStream::packed_view(int64_t b, int64_t h) const {
   const size_t psize = spec_.param == ParamType::F16 ? 2 : 4;
   v.scales = static_cast<const char*>(scales_.data_ptr()) + sz_off * psize;
   v.zeros = zeros_.defined() ? static_cast<const char*>(zeros_.data_ptr()) + sz_off * psize : nullptr;
+  if (has_exact_channels()) {
+    // The packed tokens' exact channels, read in place from kept_ [B, H, cap, n_exact] when the
+    // kernels read its dtype (the caller substitutes an fp32 copy otherwise).
+    v.exact_dims = spec_.exact_count();
+    const auto t = kept_.scalar_type();
+    if (t == at::kFloat || t == at::kHalf || t == at::kBFloat16) {
+      v.exact_type = t == at::kFloat ? kernels::RowType::F32 : t == at::kHalf ? kernels::RowType::F16 : kernels::RowType::BF16;
+      v.exact = static_cast<const char*>(kept_.data_ptr()) + bh * kept_.size(2) * v.exact_dims * kept_.element_size();
+    }
+  }
   return v;
 }
 

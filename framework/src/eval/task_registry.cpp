@@ -12,6 +12,7 @@ TaskRegistry::TaskRegistry() {
   tasks_.push_back(longbench_task_info());
   tasks_.push_back(passkey_task_info());
   tasks_.push_back(needle_task_info());
+  tasks_.push_back(throughput_task_info());
 }
 
 const TaskRegistry& TaskRegistry::instance() {

@@ -8,6 +8,7 @@
 
 #include "kvlab/common/error.h"
 #include "kvlab/model/gguf_model.h"
+#include "kvlab/model/linear.h"
 #include "kvlab/model/safetensors.h"
 
 namespace kvlab {
@@ -28,13 +29,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight.to(x.scalar_type()) * h.to(x.scalar_type());
 }
 
-// x @ w^T + b, widening fp16 weights when activations are fp32 (CPU fp16 mode).
-at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
-  const auto t = x.scalar_type();
-  at::Tensor wt = w.scalar_type() == t ? w : w.to(t);
-  if (!b.defined()) return at::linear(x, wt);
-  return at::linear(x, wt, b.scalar_type() == t ? b : b.to(t));
-}
+// x @ w^T + b in the activations' dtype; 16-bit weights under fp32 activations (CPU) are read in
+// place by the 16-bit kernels (kvlab/model/linear.h).
+at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) { return kvlab::linear(x, w, b); }
 
 }  // namespace
 
@@ -114,8 +111,11 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& opt) {
   }
   auto get = [&](const std::string& name) {
     at::Tensor t = ckpt.tensor(name);
-    // A copy detaches the weights from the read-only mapping and puts them where they will run.
-    return t.to(opt.device, opt.dtype, /*non_blocking=*/false, /*copy=*/true);
+    // A copy detaches the weights from the read-only mapping and puts them where they will run;
+    // the mapped pages are then dropped, so loading never holds the weights twice.
+    at::Tensor out = t.to(opt.device, opt.dtype, /*non_blocking=*/false, /*copy=*/true);
+    ckpt.release(name);
+    return out;
   };
   return LlamaModel(config, assemble(config, get));
 }
@@ -167,8 +167,20 @@ void LlamaModel::save(const std::string& dir, c10::ScalarType dtype) const {
   if (!out) fail("{}/config.json: write failed", dir);
 }
 
+int64_t LlamaModel::weight_bytes() const {
+  const ModelWeights& w = weights_;
+  int64_t total = static_cast<int64_t>(w.embed.nbytes() + w.final_norm.nbytes());
+  if (!w.lm_head.is_same(w.embed)) total += static_cast<int64_t>(w.lm_head.nbytes());
+  for (const auto& l : w.layers)
+    for (const at::Tensor* t : {&l.input_norm, &l.q_proj, &l.q_bias, &l.k_proj, &l.k_bias, &l.v_proj, &l.v_bias,
+                                &l.o_proj, &l.post_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
+      if (t->defined()) total += static_cast<int64_t>(t->nbytes());
+  return total;
+}
+
 c10::ScalarType LlamaModel::activation_dtype() const {
-  return (device().is_cpu() && dtype() == at::kHalf) ? at::kFloat : dtype();
+  const bool half = dtype() == at::kHalf || dtype() == at::kBFloat16;
+  return (device().is_cpu() && half) ? at::kFloat : dtype();
 }
 
 at::Tensor LlamaModel::layer_forward(int64_t l, const at::Tensor& x, const at::Tensor& positions,
@@ -184,6 +196,9 @@ at::Tensor LlamaModel::layer_forward(int64_t l, const at::Tensor& x, const at::T
   at::Tensor v = project(h, w.v_proj, w.v_bias).view({B, T, c.num_key_value_heads, D}).transpose(1, 2);
   q = rope_.apply(q, positions);
   k = rope_.apply(k, positions);
+  // K/V reach the cache in the model's dtype (16-bit for a 16-bit model even when activations
+  // run in fp32 on the CPU), so what the cache stores and counts is what a 16-bit runtime keeps.
+  if (k.scalar_type() != dtype()) k = k.to(dtype()), v = v.to(dtype());
   at::Tensor attn = cache.attend(q, k, v.contiguous());                // [B, Hq, T, D]
   attn = attn.transpose(1, 2).reshape({B, T, c.q_dim()});
   at::Tensor out = x + project(attn, w.o_proj);

@@ -206,7 +206,8 @@ json ModelConfig::to_json() const {
 }
 
 std::vector<std::string> ModelConfig::shape_names() {
-  return {"tiny", "tiny-gqa", "small-100m", "llama2-7b", "mistral-7b", "llama3-8b", "qwen2-7b"};
+  return {"tiny",      "tiny-gqa",   "small-100m", "smollm2-135m", "llama3.2-1b",
+          "llama2-7b", "mistral-7b", "llama3-8b",  "qwen2-7b"};
 }
 
 ModelConfig ModelConfig::named_shape(const std::string& name) {
@@ -221,6 +222,19 @@ ModelConfig ModelConfig::named_shape(const std::string& name) {
     c.vocab_size = 32000, c.hidden_size = 768, c.intermediate_size = 2048, c.num_hidden_layers = 12;
     c.num_attention_heads = 12, c.num_key_value_heads = 4, c.head_dim = 64;
     c.max_position_embeddings = 4096, c.rms_norm_eps = 1e-5, c.tie_word_embeddings = true;
+  } else if (name == "smollm2-135m") {  // HuggingFaceTB/SmolLM2-135M(-Instruct): 134.5M parameters
+    c.vocab_size = 49152, c.hidden_size = 576, c.intermediate_size = 1536, c.num_hidden_layers = 30;
+    c.num_attention_heads = 9, c.num_key_value_heads = 3, c.head_dim = 64;
+    c.max_position_embeddings = 8192, c.rms_norm_eps = 1e-5, c.rope_theta = 100000.0, c.tie_word_embeddings = true;
+  } else if (name == "llama3.2-1b") {  // meta-llama/Llama-3.2-1B: 1.24B parameters
+    c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192, c.num_hidden_layers = 16;
+    c.num_attention_heads = 32, c.num_key_value_heads = 8, c.head_dim = 64;
+    c.max_position_embeddings = 131072, c.rms_norm_eps = 1e-5, c.rope_theta = 500000.0, c.tie_word_embeddings = true;
+    c.rope_scaling.type = RopeScaling::Type::Llama3;
+    c.rope_scaling.factor = 32.0;
+    c.rope_scaling.low_freq_factor = 1.0, c.rope_scaling.high_freq_factor = 4.0;
+    c.rope_scaling.original_max_position_embeddings = 8192;
+    c.bos_token_id = 128000, c.eos_token_ids = {128001};
   } else if (name == "llama2-7b") {
     c.vocab_size = 32000, c.hidden_size = 4096, c.intermediate_size = 11008, c.num_hidden_layers = 32;
     c.num_attention_heads = 32, c.num_key_value_heads = 32, c.head_dim = 128;

@@ -315,6 +315,15 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
       const_cast<uint8_t*>(ptr), e.shape, [keep](void*) mutable { keep.reset(); }, options);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const SafetensorsEntry& e = entry(name);
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(mapping_->data + data_start_ + e.begin);
+  const auto end = reinterpret_cast<uintptr_t>(mapping_->data + data_start_ + e.end);
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages inside
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 // --- SafetensorsCheckpoint ------------------------------------------------------------------
 
 SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& dir) : dir_(dir) {
@@ -387,6 +396,12 @@ at::Tensor SafetensorsCheckpoint::tensor(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) fail("{}: checkpoint has no tensor {}", dir_, quote(name));
   return files_[it->second]->tensor(name);
+}
+
+void SafetensorsCheckpoint::release(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) fail("{}: checkpoint has no tensor {}", dir_, quote(name));
+  files_[it->second]->release(name);
 }
 
 // --- writer ---------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ CellRecord run_cell(const ExperimentSpec& spec, const Cell& cell, LlamaModel& mo
 }
 
 std::string headline_metric(const CellRecord& r) {
-  for (const char* name : {"ppl", "longbench/avg", "passkey/acc"}) {
+  for (const char* name : {"ppl", "longbench/avg", "passkey/acc", "decode_tok_s"}) {
     auto it = r.metrics.find(name);
     if (it != r.metrics.end()) return fmt::format("{} {:.4g}", name, it->second);
   }

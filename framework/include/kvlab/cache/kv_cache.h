@@ -40,6 +40,11 @@ class LayerCache {
   // query t attends to every held token and to new tokens 0..t (causal). Hq % Hkv == 0.
   virtual at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) = 0;
 
+  // Appends k, v [B, Hkv, T, D] and stores them as a multi-token forward would, without computing
+  // attention: synthetic cache fills for throughput runs on random weights. A cache that cannot
+  // (none of the built-in ones) says so.
+  virtual void fill(const at::Tensor& k, const at::Tensor& v);
+
   virtual int64_t length() const = 0;          // tokens held (per sequence)
   virtual CacheBytes bytes() const = 0;        // exact bytes held for those tokens
   virtual int64_t capacity_bytes() const { return bytes().total(); }  // incl. spare capacity
@@ -66,12 +71,15 @@ class KvCache {
   std::vector<std::unique_ptr<LayerCache>> layers_;
 };
 
-// Full-precision cache: K/V in the dtype they arrive in, in buffers that grow by doubling so a
-// decode step costs one copy of the new token, not of the history. Under autograd it keeps the
-// history by concatenation instead, so gradients flow through it.
+// Full-precision cache: K/V in the dtype they arrive in (the model's), in buffers that grow by
+// doubling so a decode step costs one copy of the new token, not of the history. On the CPU a
+// decode step reads the stored rows directly (kernels::full_decode_attention: 16-bit rows widened
+// in registers, fp32 accumulation), so its cost is linear in the context with no conversion of the
+// history. Under autograd it keeps the history by concatenation instead, so gradients flow through it.
 class FullPrecisionLayerCache : public LayerCache {
  public:
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
+  void fill(const at::Tensor& k, const at::Tensor& v) override { append(k, v); }
   int64_t length() const override { return length_; }
   CacheBytes bytes() const override;
   int64_t capacity_bytes() const override;
@@ -82,6 +90,7 @@ class FullPrecisionLayerCache : public LayerCache {
 
  private:
   void append(const at::Tensor& k, const at::Tensor& v);
+  at::Tensor decode_attention(const at::Tensor& q) const;
   at::Tensor k_buf_;  // [B, Hkv, capacity, D]
   at::Tensor v_buf_;  // [B, Hkv, capacity, D]
   int64_t length_ = 0;

@@ -26,6 +26,7 @@ class QuantizedLayerCache : public LayerCache {
   QuantizedLayerCache(const LayerPlan& plan, MultiTokenMode mode);
 
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
+  void fill(const at::Tensor& k, const at::Tensor& v) override;  // append + flush, as a prefill leaves them
   int64_t length() const override { return keys_.tokens(); }
   CacheBytes bytes() const override;
   int64_t capacity_bytes() const override;

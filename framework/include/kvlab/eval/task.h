@@ -1,7 +1,8 @@
 #pragma once
 // The seam between the experiment runner and the evaluations. A Task is built from its resolved
 // parameters (declared once as ParamSpecs, like a method's), runs one model under one cache plan,
-// and returns named metrics plus what the cache held. Perplexity, LongBench and passkey are tasks.
+// and returns named metrics plus what the cache held. Perplexity, LongBench, passkey and throughput
+// are tasks.
 //
 // Tasks are listed explicitly in task_registry.cpp (the core library is a static archive, so a
 // static registrar there could be dropped by the linker); adding a task = one file + one line there.
@@ -85,5 +86,6 @@ TaskInfo perplexity_task_info();
 TaskInfo longbench_task_info();   // longbench_task.cpp
 TaskInfo passkey_task_info();     // passkey_task.cpp
 TaskInfo needle_task_info();      // passkey_task.cpp
+TaskInfo throughput_task_info();  // throughput_task.cpp
 
 }  // namespace kvlab

@@ -70,8 +70,10 @@ class LlamaModel {
   const ModelWeights& weights() const { return weights_; }
   c10::Device device() const { return weights_.embed.device(); }
   c10::ScalarType dtype() const { return weights_.embed.scalar_type(); }
-  // Activations' dtype: the weights' dtype, except fp16 on CPU (LibTorch has no CPU fp16 matmul),
-  // where activations run in fp32 and weights are widened per matmul.
+  int64_t weight_bytes() const;  // bytes of every weight tensor held (a tied LM head counted once)
+  // Activations' dtype: the weights' dtype, except fp16 and bf16 on the CPU (LibTorch has no fast
+  // 16-bit matmul there), where activations run in fp32 and the 16-bit weights are read by the
+  // matmuls directly (see project() in llama_model.cpp). K/V still reach the cache in dtype().
   c10::ScalarType activation_dtype() const;
 
  private:

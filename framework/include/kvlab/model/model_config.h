@@ -54,8 +54,8 @@ struct ModelConfig {
   nlohmann::json to_json() const;  // HF-compatible config.json content
   void validate(const std::string& source) const;
 
-  // Named shapes for `kvlab make-model`: tiny, small-100m, llama2-7b, mistral-7b, llama3-8b,
-  // qwen2-7b. Throws listing the valid names.
+  // Named shapes for `kvlab make-model` and random-weight runs: tiny, small-100m, smollm2-135m,
+  // llama3.2-1b, llama2-7b, mistral-7b, llama3-8b, qwen2-7b. Throws listing the valid names.
   static ModelConfig named_shape(const std::string& name);
   static std::vector<std::string> shape_names();
 };

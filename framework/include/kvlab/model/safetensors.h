@@ -42,6 +42,9 @@ class SafetensorsFile {
   // CPU tensor in the file's dtype; a view into the mapping (copied only if misaligned). The
   // mapping is read-only: writing into the view in place faults, so clone() before modifying it.
   at::Tensor tensor(const std::string& name) const;
+  // Drops the mapped pages of that tensor's bytes from the process (a later read re-reads them from
+  // the file): once a loader has copied a tensor, the mapping need not stay resident beside it.
+  void release(const std::string& name) const;
 
  private:
   struct Mapping;
@@ -62,6 +65,7 @@ class SafetensorsCheckpoint {
   std::vector<std::string> names() const;                   // sorted
   const SafetensorsEntry& entry(const std::string& name) const;
   at::Tensor tensor(const std::string& name) const;         // throws naming the checkpoint dir
+  void release(const std::string& name) const;              // SafetensorsFile::release
   const std::string& dir() const { return dir_; }
 
  private:
