@@ -7,6 +7,13 @@
 //     kernel's exact path, 2 / 4 = a KIVI cache of that many bits (keys per-channel, values
 //     per-token, G = 32, fp16 scales, last 128 tokens exact). speedup_vs_fp32 divides the faster
 //     fp32 time at the same shape and length by this one (target >= 3 at 8K tokens, 2 bits).
+//   KernelHadamard/<d>: the normalized Walsh-Hadamard transform of rows of d floats (a rotated
+//     cache's q / k / v / output rotation); ns per row and GB/s.
+//   KernelDecodeStepRotation/<shape>/<bits>/<rotate>: one decode step of one layer through the
+//     framework's cache (make_cache: append, flush, packed attention; a KIVI cache, G 32, R 128) at
+//     8K context (256 steps from 8064 tokens, so the mean context is 8192), without (0) or with (1)
+//     Hadamard rotation of keys and values; shape 0 = Llama-2-7B, 1 = Llama-3-8B, 2 = SmolLM2-135M
+//     (3 kv-heads x 3 queries, head_dim 64). rotation_cost = this step / the unrotated one - 1.
 //   ./build/kvlab_bench --benchmark_filter=Kernel
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -18,10 +25,14 @@
 #include <map>
 #include <vector>
 
+#include "kvlab/cache/quantized_layer_cache.h"
 #include "kvlab/kernels/group_quant.h"
+#include "kvlab/kernels/hadamard.h"
 #include "kvlab/model/attention.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/kernels/packing.h"
+#include "kvlab/quant/kv_method.h"
+#include "kvlab/model/model_config.h"
 #include "memory_bandwidth.h"
 
 namespace {
@@ -184,6 +195,73 @@ void BM_KernelDecodeAttention(benchmark::State& state) {
 }
 BENCHMARK(BM_KernelDecodeAttention)
     ->ArgsProduct({{0, 1}, {1024, 8192, 32768}, {0, 1, 2, 4}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+void BM_KernelHadamard(benchmark::State& state) {
+  const int64_t d = state.range(0), rows = 4096;
+  std::vector<float> x = random_values(rows * d, 5);
+  const std::vector<float> signs = random_values(d, 6);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    hadamard_rows(x.data(), rows, d, signs.data(), nullptr);
+    benchmark::DoNotOptimize(x.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  state.counters["ns_per_row"] = seconds * 1e9 / (static_cast<double>(rows) * state.iterations());
+  const double bytes = static_cast<double>(x.size() * sizeof(float)) * state.iterations();
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_KernelHadamard)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Unrotated step time per (shape, bits), for rotation_cost.
+std::map<std::pair<int64_t, int64_t>, double>& unrotated_seconds() {
+  static std::map<std::pair<int64_t, int64_t>, double> m;
+  return m;
+}
+
+void BM_KernelDecodeStepRotation(benchmark::State& state) {
+  struct Shape {
+    const char* name;
+    int64_t kv_heads, queries_per_head, dim;
+  };
+  const Shape shapes[] = {{"llama2-7b", 32, 1, 128}, {"llama3-8b", 8, 4, 128}, {"smollm2-135m", 3, 3, 64}};
+  const Shape& sh = shapes[state.range(0)];
+  const int64_t bits = state.range(1);
+  const bool rotate = state.range(2) != 0;
+  constexpr int64_t kSteps = 256, kPrompt = 8192 - kSteps / 2;
+  kvlab::ModelConfig c;
+  c.num_hidden_layers = 1, c.num_attention_heads = sh.kv_heads * sh.queries_per_head;
+  c.num_key_value_heads = sh.kv_heads, c.head_dim = sh.dim, c.hidden_size = c.num_attention_heads * sh.dim;
+  YAML::Node p;
+  p["bits"] = bits, p["group"] = kGroup, p["residual"] = kResidual, p["rotate"] = rotate ? "both" : "none";
+  const kvlab::CachePlan plan = kvlab::MethodRegistry::instance().create("kivi", p)->plan(c);
+  kvlab::KvCache cache = kvlab::make_cache(plan, kvlab::MultiTokenMode::FullPrecision);
+  const int64_t Hq = c.num_attention_heads, H = sh.kv_heads, D = sh.dim;
+  auto tensor = [](int64_t heads, int64_t T, int64_t D, uint32_t seed) {
+    const std::vector<float> v = random_values(heads * T * D, seed);
+    return at::from_blob(const_cast<float*>(v.data()), {1, heads, T, D}).clone();
+  };
+  cache.layer(0).attend(tensor(Hq, kPrompt, D, 7), tensor(H, kPrompt, D, 8), tensor(H, kPrompt, D, 9));
+  const at::Tensor q = tensor(Hq, kSteps, D, 10), k = tensor(H, kSteps, D, 11), v = tensor(H, kSteps, D, 12);
+  int64_t t = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    at::Tensor o = cache.layer(0).attend(q.narrow(2, t, 1), k.narrow(2, t, 1), v.narrow(2, t, 1));
+    benchmark::DoNotOptimize(o.data_ptr());
+    ++t;
+  }
+  const double per_step =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / state.iterations();
+  double& base = unrotated_seconds()[{state.range(0), bits}];
+  if (!rotate) base = per_step;
+  else if (base > 0) state.counters["rotation_cost"] = per_step / base - 1.0;
+  state.counters["us_per_step"] = per_step * 1e6;
+  state.SetLabel(std::string(sh.name) + ", " + std::to_string(bits) + "-bit KIVI" + (rotate ? ", rotated K+V" : ""));
+}
+BENCHMARK(BM_KernelDecodeStepRotation)
+    ->ArgsProduct({{0, 1, 2}, {2, 4}, {0, 1}})
+    ->Iterations(256)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
