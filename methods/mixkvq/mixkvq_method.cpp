@@ -65,14 +65,15 @@ class MixKvqMethod : public KvMethod {
     namespace cp = common_params;
     ParamSpec group = cp::group(32);
     group.help += " (default: the plan's)";
-    std::vector<ParamSpec> specs = cp::with_rotation({ParamSpec::string("plan", "", "channel plan written by `kvlab profile mixkvq`"),
-             ParamSpec::real("fraction", -1.0, "re-select this fraction of channels per head from the plan's "
-                                               "salience (-1: the plan's k_exact_channels)", -1.0, 0.99),
-             ParamSpec::integer("k_bits", 0, "bit width of the quantized key channels (0: the plan's)", {}, {},
-                                {"0", "1", "2", "3", "4", "8"}),
-             ParamSpec::integer("v_bits", 0, "bit width of values (0: the plan's)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
-             group, ParamSpec::integer("residual", 128, "R: newest tokens kept exact (a multiple of group)", 0),
-             cp::param_dtype(), cp::prefill()});
+    std::vector<ParamSpec> specs = cp::with_rotation(
+        {ParamSpec::string("plan", "", "channel plan written by `kvlab profile mixkvq`"),
+         ParamSpec::real("fraction", -1.0, "re-select this fraction of channels per head from the plan's "
+                                           "salience (-1: the plan's k_exact_channels)", -1.0, 0.99),
+         ParamSpec::integer("k_bits", 0, "bit width of the quantized key channels (0: the plan's)", {}, {},
+                            {"0", "1", "2", "3", "4", "8"}),
+         ParamSpec::integer("v_bits", 0, "bit width of values (0: the plan's)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
+         group, ParamSpec::integer("residual", 128, "R: newest tokens kept exact (a multiple of group)", 0),
+         cp::param_dtype(), cp::prefill()});
     for (auto& s : specs)
       if (s.name == "rotate" || s.name == "rotate_signs") s.help += " (default: the plan's)";
     return specs;
