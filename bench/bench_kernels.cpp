@@ -7,6 +7,15 @@
 //     kernel's exact path, 2 / 4 = a KIVI cache of that many bits (keys per-channel, values
 //     per-token, G = 32, fp16 scales, last 128 tokens exact). speedup_vs_fp32 divides the faster
 //     fp32 time at the same shape and length by this one (target >= 3 at 8K tokens, 2 bits).
+//   KernelHadamard/<d>: the normalized Walsh-Hadamard transform of rows of d floats (a rotated
+//     cache's q / k / v / output rotation); ns per row and GB/s.
+//   KernelDecodeStepRotation/<shape>/<bits>: one decode step of one layer through the framework's
+//     cache (make_cache: append, flush, packed attention; a KIVI cache, G 32, R 128) at 8K context
+//     (256 steps from 8064 tokens, so the mean context is 8192), without and with Hadamard rotation
+//     of keys and values, the two caches stepping in turn; shape 0 = Llama-2-7B, 1 = Llama-3-8B,
+//     2 = SmolLM2-135M (3 kv-heads x 3 queries, head_dim 64). us_per_step / rotated_us_per_step are
+//     wall times, cpu_* the process's CPU time per step (on a shared machine, what a step costs
+//     rather than how long it waited); rotation_cost = rotated / unrotated CPU time - 1.
 //   ./build/kvlab_bench --benchmark_filter=Kernel
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -15,13 +24,18 @@
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <map>
 #include <vector>
 
+#include "kvlab/cache/quantized_layer_cache.h"
 #include "kvlab/kernels/group_quant.h"
+#include "kvlab/kernels/hadamard.h"
 #include "kvlab/model/attention.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/kernels/packing.h"
+#include "kvlab/quant/kv_method.h"
+#include "kvlab/model/model_config.h"
 #include "memory_bandwidth.h"
 
 namespace {
@@ -184,6 +198,80 @@ void BM_KernelDecodeAttention(benchmark::State& state) {
 }
 BENCHMARK(BM_KernelDecodeAttention)
     ->ArgsProduct({{0, 1}, {1024, 8192, 32768}, {0, 1, 2, 4}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+void BM_KernelHadamard(benchmark::State& state) {
+  const int64_t d = state.range(0), rows = 4096;
+  std::vector<float> x = random_values(rows * d, 5);
+  const std::vector<float> signs = random_values(d, 6);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    hadamard_rows(x.data(), rows, d, signs.data(), nullptr);
+    benchmark::DoNotOptimize(x.data());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  state.counters["ns_per_row"] = seconds * 1e9 / (static_cast<double>(rows) * state.iterations());
+  const double bytes = static_cast<double>(x.size() * sizeof(float)) * state.iterations();
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_KernelHadamard)->Arg(64)->Arg(128)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_KernelDecodeStepRotation(benchmark::State& state) {
+  struct Shape {
+    const char* name;
+    int64_t kv_heads, queries_per_head, dim;
+  };
+  const Shape shapes[] = {{"llama2-7b", 32, 1, 128}, {"llama3-8b", 8, 4, 128}, {"smollm2-135m", 3, 3, 64}};
+  const Shape& sh = shapes[state.range(0)];
+  const int64_t bits = state.range(1);
+  constexpr int64_t kSteps = 256, kPrompt = 8192 - kSteps / 2, kChunk = 1024;
+  kvlab::ModelConfig c;
+  c.num_hidden_layers = 1, c.num_attention_heads = sh.kv_heads * sh.queries_per_head;
+  c.num_key_value_heads = sh.kv_heads, c.head_dim = sh.dim, c.hidden_size = c.num_attention_heads * sh.dim;
+  const int64_t Hq = c.num_attention_heads, H = sh.kv_heads, D = sh.dim;
+  auto tensor = [](int64_t heads, int64_t T, int64_t D, uint32_t seed) {
+    const std::vector<float> v = random_values(heads * T * D, seed);
+    return at::from_blob(const_cast<float*>(v.data()), {1, heads, T, D}).clone();
+  };
+  const at::Tensor pq = tensor(Hq, kPrompt, D, 7), pk = tensor(H, kPrompt, D, 8), pv = tensor(H, kPrompt, D, 9);
+  std::vector<kvlab::KvCache> caches;  // [unrotated, rotated K+V]
+  for (const char* rotate : {"none", "both"}) {
+    YAML::Node p;
+    p["bits"] = bits, p["group"] = kGroup, p["residual"] = kResidual, p["rotate"] = rotate;
+    caches.push_back(kvlab::make_cache(kvlab::MethodRegistry::instance().create("kivi", p)->plan(c),
+                                       kvlab::MultiTokenMode::FullPrecision));
+    for (int64_t t = 0; t < kPrompt; t += kChunk) {  // in chunks: the scores of one chunk stay small
+      const int64_t n = std::min(kChunk, kPrompt - t);
+      caches.back().layer(0).attend(pq.narrow(2, t, n), pk.narrow(2, t, n), pv.narrow(2, t, n));
+    }
+  }
+  const at::Tensor q = tensor(Hq, kSteps, D, 10), k = tensor(H, kSteps, D, 11), v = tensor(H, kSteps, D, 12);
+  // The two caches step in turn, so a change in the machine's load hits both alike.
+  double wall[2] = {0, 0}, cpu[2] = {0, 0};
+  int64_t t = 0;
+  for (auto _ : state) {
+    for (int r = 0; r < 2; ++r) {
+      const auto w0 = std::chrono::steady_clock::now();
+      const std::clock_t c0 = std::clock();
+      at::Tensor o = caches[r].layer(0).attend(q.narrow(2, t, 1), k.narrow(2, t, 1), v.narrow(2, t, 1));
+      benchmark::DoNotOptimize(o.data_ptr());
+      cpu[r] += static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC;
+      wall[r] += std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+    }
+    ++t;
+  }
+  const auto n = static_cast<double>(state.iterations());
+  state.counters["us_per_step"] = wall[0] / n * 1e6;
+  state.counters["rotated_us_per_step"] = wall[1] / n * 1e6;
+  state.counters["cpu_us_per_step"] = cpu[0] / n * 1e6;
+  state.counters["rotated_cpu_us_per_step"] = cpu[1] / n * 1e6;
+  state.counters["rotation_cost"] = cpu[1] / cpu[0] - 1.0;
+  state.SetLabel(std::string(sh.name) + ", " + std::to_string(bits) + "-bit KIVI, unrotated vs rotated K+V");
+}
+BENCHMARK(BM_KernelDecodeStepRotation)
+    ->ArgsProduct({{0, 1, 2}, {2, 4}})
+    ->Iterations(256)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

@@ -87,7 +87,8 @@ TEST(MethodRegistry, ParameterDefaultsAndSlug) {
   EXPECT_EQ(m->params().integer("residual"), 128);
   EXPECT_TRUE(m->params().was_given("bits"));
   EXPECT_FALSE(m->params().was_given("group"));
-  EXPECT_EQ(m->params().slug(), "bits=4,group=32,residual=128,param_dtype=float16,prefill=full-precision");
+  EXPECT_EQ(m->params().slug(),
+            "bits=4,group=32,residual=128,param_dtype=float16,prefill=full-precision,rotate=none,rotate_signs=0");
   YAML::Node assigned = parse_assignments({"bits=2", "group=16"});
   auto m2 = MethodRegistry::instance().create("kivi", assigned);
   EXPECT_EQ(m2->params().integer("group"), 16);

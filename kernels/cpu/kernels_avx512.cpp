@@ -2,3 +2,4 @@
 // gets those flags; see CMakeLists.txt). Adds the table-lookup 2-bit decode loops.
 #define KVLAB_KERNEL_ISA avx512
 #include "kernel_loops.h"
+#include "hadamard_loops.h"

@@ -15,9 +15,9 @@ class KiviMethod : public KvMethod {
     namespace cp = common_params;
     return {"kivi",
             "KIVI (ICML 2024): K per-channel, V per-token, G-sized groups, newest R tokens in full precision",
-            {cp::bits("bits", 2, "bit width of K and V (KIVI-2, KIVI-4)"), cp::group(32),
-             ParamSpec::integer("residual", 128, "R: full-precision residual length (a multiple of group)", 0),
-             cp::param_dtype(), cp::prefill()},
+            cp::with_rotation({cp::bits("bits", 2, "bit width of K and V (KIVI-2, KIVI-4)"), cp::group(32),
+                               ParamSpec::integer("residual", 128, "R: full-precision residual length (a multiple of group)", 0),
+                               cp::param_dtype(), cp::prefill()}),
             [](const ParamSet& p) { return std::make_unique<KiviMethod>(p); }};
   }
 
@@ -40,6 +40,7 @@ class KiviMethod : public KvMethod {
     plan.method = "kivi";
     plan.prefill = common_params::prefill_mode(p);
     plan.layers.assign(static_cast<size_t>(c.num_hidden_layers), LayerPlan{k, v, k_flush, v_flush});
+    common_params::apply_rotation(plan, p);
     return plan;
   }
 };

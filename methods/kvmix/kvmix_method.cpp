@@ -9,6 +9,11 @@
 // "random-k2.19v2.38" ablation). Flush rule of both K and V (METHODS.md section 4): after every
 // append, with n the full-precision tokens, keep floor(r * n) and quantize the oldest
 // floor((n - keep) / G) * G.
+//
+// rotate (shared by every quantizing method) quantizes Hadamard-rotated K/V. The profile does not
+// depend on it: its scores are weight gradients under a full-precision cache, and rotating q, k, v
+// by an orthogonal R that attention undoes leaves that forward pass, so the gradients, unchanged
+// (tests/test_rotation.cpp checks it). One profile, and one cached plan, serves both.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -41,7 +46,7 @@ std::vector<ParamSpec> kvmix_params() {
                                                 "in groups of 11 tokens)", 0));
   p.push_back(cp::param_dtype());
   p.push_back(cp::prefill());
-  return p;
+  return cp::with_rotation(p);
 }
 
 class KvmixMethod : public KvMethod {
@@ -134,6 +139,7 @@ class KvmixMethod : public KvMethod {
       lp.v_flush.unit = G;  // values too move in whole groups of G tokens (the reference's rule)
       plan.layers.push_back(lp);
     }
+    common_params::apply_rotation(plan, p);
     return plan;
   }
 

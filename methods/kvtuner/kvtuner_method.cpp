@@ -41,9 +41,13 @@ class KvTunerMethod : public KvMethod {
     const PlanFile file = PlanFile::load(p.string("plan"));
     const YAML::Node given = p.to_yaml();
     YAML::Node merged(YAML::NodeType::Map);
+    // rotate and rotate_signs go together: setting either one takes neither from the plan.
+    const bool rotation_given = p.was_given("rotate") || p.was_given("rotate_signs");
     for (const auto& spec : param_specs()) {
+      const bool rotation = spec.name == "rotate" || spec.name == "rotate_signs";
       if (p.was_given(spec.name)) merged[spec.name] = given[spec.name];
-      else if (spec.name != "plan" && file.calibration[spec.name]) merged[spec.name] = file.calibration[spec.name];
+      else if (spec.name != "plan" && !(rotation && rotation_given) && file.calibration[spec.name])
+        merged[spec.name] = file.calibration[spec.name];
     }
     return ParamSet::resolve(param_specs(), merged, fmt::format("plan file {}: calibration", file.path));
   }

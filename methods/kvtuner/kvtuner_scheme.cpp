@@ -6,11 +6,11 @@ namespace kvlab::kvtuner {
 
 std::vector<ParamSpec> Scheme::params() {
   namespace cp = common_params;
-  return {ParamSpec::string("mode", "kivi", "kivi: K per-channel, V per-token (KIVI's flush rule); per-token: both per-token",
-                            {"kivi", "per-token"}),
-          cp::group(32),
-          ParamSpec::integer("residual", 32, "R: newest tokens kept exact (kivi: a multiple of group)", 0),
-          cp::param_dtype(), cp::prefill()};
+  return cp::with_rotation(
+      {ParamSpec::string("mode", "kivi", "kivi: K per-channel, V per-token (KIVI's flush rule); per-token: both per-token",
+                         {"kivi", "per-token"}),
+       cp::group(32), ParamSpec::integer("residual", 32, "R: newest tokens kept exact (kivi: a multiple of group)", 0),
+       cp::param_dtype(), cp::prefill()});
 }
 
 Scheme Scheme::from(const ParamSet& p) {
@@ -20,6 +20,7 @@ Scheme Scheme::from(const ParamSet& p) {
   s.residual = p.integer("residual");
   s.param = common_params::param_type(p);
   s.prefill = common_params::prefill_mode(p);
+  s.rotation = common_params::rotation_spec(p);
   return s;
 }
 
@@ -38,6 +39,7 @@ LayerPlan Scheme::layer(const BitPair& pair) const {
   } else {
     lp.k_flush = lp.v_flush;
   }
+  lp.rotation = rotation;
   return lp;
 }
 

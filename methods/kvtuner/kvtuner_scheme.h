@@ -4,7 +4,8 @@
 //   kivi       K per-channel (G tokens a group), V per-token (G channels), KIVI's flush rule with a
 //              residual of R exact tokens (KVTuner's KIVI mode: G 32, R 32)
 //   per-token  K and V per-token (G channels a group), the newest R tokens exact (KVTuner: R 0)
-// A pair's 16 means that tensor of that layer is not quantized.
+// A pair's 16 means that tensor of that layer is not quantized. rotate / rotate_signs (the shared
+// rotation parameters) rotate the quantized streams, so the search measures what the plan will run.
 #include <vector>
 
 #include "bit_pair.h"
@@ -19,8 +20,10 @@ struct Scheme {
   int64_t residual = 32;
   ParamType param = ParamType::F16;
   PrefillAttention prefill = PrefillAttention::FullPrecision;
+  RotationSpec rotation;
 
-  // mode, group, residual, param_dtype, prefill: declared once for the method and the search.
+  // mode, group, residual, param_dtype, prefill, rotate, rotate_signs: declared once for the method
+  // and the search.
   static std::vector<ParamSpec> params();
   static Scheme from(const ParamSet& p);
 

@@ -9,6 +9,10 @@
 // stores one bit width per stream, so the middle tier is not offered; the exact channels are kept
 // in the model's dtype (16 bits for fp16/bf16 checkpoints). Every head keeps the same number of
 // channels (one packed layout per layer), so selection is by fraction, not by thresholds.
+//
+// With rotate = keys or both, channels are the rotated ones (rows of R k): the profile records
+// salience on rotated queries and keys, the exact channels are indices into that basis, and the
+// method follows the plan's rotation (a different key rotation is an error).
 #include <fmt/format.h>
 
 #include <ATen/ATen.h>
@@ -61,28 +65,60 @@ class MixKvqMethod : public KvMethod {
     namespace cp = common_params;
     ParamSpec group = cp::group(32);
     group.help += " (default: the plan's)";
-    return {ParamSpec::string("plan", "", "channel plan written by `kvlab profile mixkvq`"),
-             ParamSpec::real("fraction", -1.0, "re-select this fraction of channels per head from the plan's "
-                                               "salience (-1: the plan's k_exact_channels)", -1.0, 0.99),
-             ParamSpec::integer("k_bits", 0, "bit width of the quantized key channels (0: the plan's)", {}, {},
-                                {"0", "1", "2", "3", "4", "8"}),
-             ParamSpec::integer("v_bits", 0, "bit width of values (0: the plan's)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
-             group, ParamSpec::integer("residual", 128, "R: newest tokens kept exact (a multiple of group)", 0),
-             cp::param_dtype(), cp::prefill()};
+    std::vector<ParamSpec> specs = cp::with_rotation(
+        {ParamSpec::string("plan", "", "channel plan written by `kvlab profile mixkvq`"),
+         ParamSpec::real("fraction", -1.0, "re-select this fraction of channels per head from the plan's "
+                                           "salience (-1: the plan's k_exact_channels)", -1.0, 0.99),
+         ParamSpec::integer("k_bits", 0, "bit width of the quantized key channels (0: the plan's)", {}, {},
+                            {"0", "1", "2", "3", "4", "8"}),
+         ParamSpec::integer("v_bits", 0, "bit width of values (0: the plan's)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
+         group, ParamSpec::integer("residual", 128, "R: newest tokens kept exact (a multiple of group)", 0),
+         cp::param_dtype(), cp::prefill()});
+    for (auto& s : specs)
+      if (s.name == "rotate" || s.name == "rotate_signs") s.help += " (default: the plan's)";
+    return specs;
   }
 
-  // The group the plan's key ranges were measured with, unless set explicitly (so the resolved
-  // parameters, which results record, are the ones that run).
+  // The group the plan's key ranges were measured with, and the rotation its channels were chosen
+  // in, unless set explicitly (so the resolved parameters, which results record, are the ones that
+  // run). rotate and rotate_signs go together: setting either one takes neither from the plan.
   static ParamSet with_plan_group(const ParamSet& p) {
-    if (p.string("plan").empty() || p.was_given("group")) return p;
+    if (p.string("plan").empty()) return p;
     const PlanFile file = PlanFile::load(p.string("plan"));
-    if (!file.calibration["group"]) return p;
+    const bool rotation_given = p.was_given("rotate") || p.was_given("rotate_signs");
     YAML::Node merged(YAML::NodeType::Map);
     const YAML::Node given = p.to_yaml();
-    for (const auto& spec : param_specs())
-      if (p.was_given(spec.name)) merged[spec.name] = given[spec.name];
-    merged["group"] = file.calibration["group"];
+    bool changed = false;
+    for (const auto& spec : param_specs()) {
+      const bool rotation = spec.name == "rotate" || spec.name == "rotate_signs";
+      if (p.was_given(spec.name)) {
+        merged[spec.name] = given[spec.name];
+      } else if ((spec.name == "group" || (rotation && !rotation_given)) && file.calibration[spec.name]) {
+        merged[spec.name] = file.calibration[spec.name];
+        changed = true;
+      }
+    }
+    if (!changed) return p;
     return ParamSet::resolve(param_specs(), merged, fmt::format("plan file {}: calibration", file.path));
+  }
+
+  // The plan's channels are indices into the key basis it was profiled in: the method must rotate
+  // keys the same way (values may differ).
+  static void check_key_basis(const PlanFile& file, const ParamSet& p) {
+    const YAML::Node& cal = file.calibration;
+    YAML::Node given(YAML::NodeType::Map);
+    for (const char* key : {"rotate", "rotate_signs"})
+      if (cal[key]) given[key] = cal[key];
+    const RotationSpec planned = common_params::rotation_spec(
+        ParamSet::resolve(common_params::rotation(), given, fmt::format("plan file {}: calibration", file.path)));
+    const RotationSpec used = common_params::rotation_spec(p);
+    const bool same = planned.keys == used.keys && (!used.keys || planned.sign_seed == used.sign_seed);
+    if (!same)
+      fail("mixkvq: plan file {} was profiled with rotate={} rotate_signs={}, but this method has rotate={} "
+           "rotate_signs={}: its key channels belong to the other basis (profile again with the same rotation, or "
+           "leave rotate unset to follow the plan)",
+           file.path, cal["rotate"] ? cal["rotate"].Scalar() : "none",
+           cal["rotate_signs"] ? cal["rotate_signs"].Scalar() : "0", p.string("rotate"), p.integer("rotate_signs"));
   }
 
   CachePlan plan(const ModelConfig& c) const override {
@@ -91,6 +127,7 @@ class MixKvqMethod : public KvMethod {
       fail("mixkvq: no plan file (set plan=FILE; `kvlab profile mixkvq --model DIR --calib FILE --out FILE` writes one)");
     const PlanFile file = PlanFile::load(p.string("plan"));
     file.check("mixkvq", c.num_hidden_layers);
+    check_key_basis(file, p);
     const int64_t H = c.num_key_value_heads, D = c.head_dim;
     const double fraction = p.real("fraction");
     const int64_t G = p.integer("group"), R = p.integer("residual");
@@ -133,6 +170,7 @@ class MixKvqMethod : public KvMethod {
       lp.v_flush.window = R;
       plan.layers.push_back(lp);
     }
+    common_params::apply_rotation(plan, p);
     plan.validate(c.num_hidden_layers, D);
     return plan;
   }

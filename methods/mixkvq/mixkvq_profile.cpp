@@ -5,11 +5,16 @@
 // key difficulty (mean range over G-token blocks, or max |k|). The plan file keeps them per layer
 // (q_relevance, k_difficulty, k_salience: one list per kv-head) beside the selected channels
 // (k_exact_channels), so the method can re-select a different fraction without profiling again.
+// With --rotate keys|both the statistics are of the rotated queries and keys (the channels the
+// rotated cache quantizes); the plan's calibration section records the rotation.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <fmt/format.h>
 
 #include "channel_stats_cache.h"
+#include "kvlab/cache/rotating_layer_cache.h"
+#include "kvlab/common/error.h"
+#include "kvlab/kernels/hadamard.h"
 #include "kvlab/common/progress.h"
 #include "kvlab/model/llama_model.h"
 #include "kvlab/quant/calibration.h"
@@ -30,7 +35,7 @@ std::vector<ParamSpec> profile_params() {
   p.push_back(ParamSpec::string("difficulty", "range",
                                 "key difficulty: range (mean max-min over G-token blocks) or absmax (max |k|)",
                                 {"range", "absmax"}));
-  return p;
+  return common_params::with_rotation(p);
 }
 
 // [H, D] -> one flow list per head, 6 significant digits.
@@ -74,8 +79,16 @@ std::string run_profile(CalibrationContext& ctx) {
   for (int64_t l = 0; l < L; ++l) stats.emplace_back(H, D, p.integer("group"));
   Progress progress("mixkvq profile", static_cast<int64_t>(windows.size()), "windows", "tok", 10.0,
                     ctx.progress ? stderr : nullptr);
+  // With rotate, statistics are taken on the rotated queries and keys: the channels the cache will quantize.
+  const RotationSpec rotation = common_params::rotation_spec(p);
+  if (rotation.any() && !kernels::is_power_of_two(D))
+    fail("mixkvq profile: rotate needs a power-of-two head_dim; this model's head_dim is {}", D);
   for (const auto& w : windows) {
-    KvCache cache(L, [&](int64_t l) { return std::make_unique<ChannelStatsLayerCache>(stats[static_cast<size_t>(l)]); });
+    KvCache cache(L, [&](int64_t l) -> std::unique_ptr<LayerCache> {
+      auto inner = std::make_unique<ChannelStatsLayerCache>(stats[static_cast<size_t>(l)]);
+      if (!rotation.any()) return inner;
+      return std::make_unique<RotatingLayerCache>(std::move(inner), rotation);
+    });
     ctx.model.forward(at::tensor(w, at::kLong).unsqueeze(0), cache, std::nullopt, /*last_only=*/true);
     progress.advance(1, "", static_cast<int64_t>(w.size()));
   }

@@ -13,7 +13,7 @@ class UniformMethod : public KvMethod {
     namespace cp = common_params;
     return {"uniform",
             "one bit width for all layers; per-token or per-channel groups; optional window of exact recent tokens",
-            {cp::bits("bits", 4, "bit width of K and V (unless k_bits / v_bits are set)"),
+            cp::with_rotation({cp::bits("bits", 4, "bit width of K and V (unless k_bits / v_bits are set)"),
              ParamSpec::integer("k_bits", 0, "bit width of K (0: bits)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
              ParamSpec::integer("v_bits", 0, "bit width of V (0: bits)", {}, {}, {"0", "1", "2", "3", "4", "8", "16"}),
              cp::group(32),
@@ -21,7 +21,7 @@ class UniformMethod : public KvMethod {
              ParamSpec::string("v_axis", "per-token", "grouping of V", {"per-token", "per-channel"}),
              ParamSpec::boolean("symmetric", false, "symmetric quantization (no zero point)"),
              ParamSpec::integer("window", 0, "newest tokens kept in full precision (0: none)", 0),
-             cp::param_dtype(), cp::prefill()},
+             cp::param_dtype(), cp::prefill()}),
             [](const ParamSet& p) { return std::make_unique<UniformMethod>(p); }};
   }
 
@@ -44,6 +44,7 @@ class UniformMethod : public KvMethod {
     plan.method = "uniform";
     plan.prefill = common_params::prefill_mode(p);
     plan.layers.assign(static_cast<size_t>(c.num_hidden_layers), layer);
+    common_params::apply_rotation(plan, p);
     return plan;
   }
 };

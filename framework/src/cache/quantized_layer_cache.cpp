@@ -9,6 +9,7 @@
 
 #include "decode_rows.h"
 #include "kvlab/cache/cuda_backend.h"
+#include "kvlab/cache/rotating_layer_cache.h"
 #include "kvlab/common/error.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/model/attention.h"
@@ -213,7 +214,13 @@ KvCache make_cache(const CachePlan& plan, MultiTokenMode mode) {
   return KvCache(static_cast<int64_t>(plan.layers.size()), [&](int64_t l) -> std::unique_ptr<LayerCache> {
     const LayerPlan& lp = plan.layers[static_cast<size_t>(l)];
     if (!lp.k.quantized() && !lp.v.quantized()) return std::make_unique<FullPrecisionLayerCache>();
-    return std::make_unique<QuantizedLayerCache>(lp, mode);
+    std::unique_ptr<LayerCache> cache = std::make_unique<QuantizedLayerCache>(lp, mode);
+    // Rotation only where it changes what is quantized (a 16-bit stream stays as it is).
+    RotationSpec rotation = lp.rotation;
+    rotation.keys = rotation.keys && lp.k.quantized();
+    rotation.values = rotation.values && lp.v.quantized();
+    if (rotation.any()) cache = std::make_unique<RotatingLayerCache>(std::move(cache), rotation);
+    return cache;
   });
 }
 

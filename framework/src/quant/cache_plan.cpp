@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "kvlab/common/error.h"
+#include "kvlab/kernels/hadamard.h"
 #include "kvlab/kernels/packing.h"
 
 namespace kvlab {
@@ -103,6 +104,12 @@ std::string FlushRule::describe() const {
   return "?";
 }
 
+std::string RotationSpec::describe() const {
+  if (!any()) return "";
+  return fmt::format("rotate {} (hadamard{})", keys && values ? "K+V" : keys ? "K" : "V",
+                     sign_seed ? fmt::format(", signs {}", sign_seed) : "");
+}
+
 bool CachePlan::any_quantized() const {
   for (const auto& l : layers)
     if (l.k.quantized() || l.v.quantized()) return true;
@@ -129,6 +136,10 @@ void CachePlan::validate(int64_t num_layers, int64_t head_dim) const {
     const std::string where = fmt::format("method '{}' layer {}", method, l);
     lp.k.validate(head_dim, where + " keys");
     lp.v.validate(head_dim, where + " values");
+    if (((lp.rotation.keys && lp.k.quantized()) || (lp.rotation.values && lp.v.quantized())) &&
+        !kernels::is_power_of_two(head_dim))
+      fail("{}: rotate (Walsh-Hadamard over head_dim) needs a power-of-two head_dim; this model's head_dim is {}",
+           where, head_dim);
     for (const auto* pair : {&lp.k_flush, &lp.v_flush}) {
       const bool is_k = pair == &lp.k_flush;
       const TensorQuantSpec& spec = is_k ? lp.k : lp.v;
@@ -152,8 +163,8 @@ void CachePlan::validate(int64_t num_layers, int64_t head_dim) const {
 
 std::string CachePlan::describe_layer(size_t l) const {
   const auto& lp = layers.at(l);
-  return fmt::format("K {} {} | V {} {}", lp.k.describe(), lp.k_flush.describe(), lp.v.describe(),
-                     lp.v_flush.describe());
+  return fmt::format("K {} {} | V {} {}{}", lp.k.describe(), lp.k_flush.describe(), lp.v.describe(),
+                     lp.v_flush.describe(), lp.rotation.any() ? " | " + lp.rotation.describe() : "");
 }
 
 }  // namespace kvlab

@@ -14,6 +14,7 @@
 #include "kvlab/eval/task.h"
 #include "kvlab/model/dtype.h"
 #include "kvlab/quant/kv_method.h"
+#include "kvlab/quant/method_params.h"
 #include "kvlab/runner/cell_id.h"
 
 namespace kvlab {
@@ -121,6 +122,11 @@ class ParamsBuilder {
     node_.force_insert(key, value);
     keys_[key] = from;
     swept_.push_back(key);
+  }
+  // A value taken from elsewhere (the method's parameter for its calibration step): not a swept key.
+  void follow(const std::string& key, const YAML::Node& value, const std::string& from) {
+    node_.force_insert(key, value);
+    keys_[key] = from;
   }
   bool has(const std::string& key) const { return keys_.count(key) > 0; }
   const YAML::Node& node() const { return node_; }
@@ -389,6 +395,21 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
               const auto expanded_method = expand_params(mb.node(), spec.dir, mwhere);
               if (calibrated) {
                 const std::string cwhere = mwhere + " calibration";
+                // The step calibrates the cache the method runs, rotated alike (MixKVQ's salience,
+                // KVTuner's search): the method's rotation flows into the step unless the
+                // calibration section sets it, and then the two must agree.
+                for (const auto& r : common_params::rotation()) {
+                  if (!declares(step->params, r.name) || !declares(minfo.params, r.name) || !mp.was_given(r.name))
+                    continue;
+                  const std::string mine = json_text(mp.to_json()[r.name]);
+                  if (!cb.has(r.name)) {
+                    cb.follow(r.name, YAML::Node(mine), "the method's parameter");
+                  } else if (cb.node()[r.name].Scalar() != mine) {
+                    fail("{}: '{}' is {} but its calibration's is {} (the calibration follows the method's; set it "
+                         "once)", mwhere, r.name, mine, cb.node()[r.name].Scalar());
+                  }
+                }
+                cell.calibration_params = cb.node();
                 const ParamSet cp = ParamSet::resolve(step->params, cb.node(), cwhere);
                 cell.calibration = step;
                 const nlohmann::json inputs = {{"method", me.name}, {"step", step->verb},

@@ -45,7 +45,8 @@ class QuantizedLayerCache : public LayerCache {
 };
 
 // A KvCache that executes a plan (layers whose K and V are both unquantized get the plain
-// full-precision cache).
+// full-precision cache; a layer whose plan rotates a quantized stream is wrapped in a
+// RotatingLayerCache, rotating_layer_cache.h).
 KvCache make_cache(const CachePlan& plan, MultiTokenMode mode);
 MultiTokenMode multi_token_mode(PrefillAttention p);
 

@@ -67,9 +67,26 @@ struct FlushRule {
   std::string describe() const;  // e.g. "recent(128)", "block(128)", "ratio(0.2)"
 };
 
+// A rotation of keys and/or values over head_dim before they are quantized (QuaRot / llama.cpp
+// style): R = H diag(s) / sqrt(head_dim), H the Walsh-Hadamard matrix (head_dim a power of two), s
+// all ones (sign_seed 0) or a fixed +-1 vector drawn from sign_seed. Keys: the cache holds R k and
+// sees R q, so q.k = (Rq).(Rk); values: it holds R v and the attention output is rotated back by
+// R^T. Everything the cache does (groups, per-channel ranges, MixKVQ's exact channels) is then over
+// the rotated channels. A stream kept at 16 bits is not rotated (that would only add rounding).
+struct RotationSpec {
+  bool keys = false, values = false;
+  uint64_t sign_seed = 0;  // 0: no signs (plain normalized Walsh-Hadamard)
+  bool any() const { return keys || values; }
+  std::string describe() const;  // "" when none, else e.g. "rotate K+V (hadamard, signs 3)"
+  bool operator==(const RotationSpec& o) const {
+    return keys == o.keys && values == o.values && sign_seed == o.sign_seed;
+  }
+};
+
 struct LayerPlan {
   TensorQuantSpec k, v;
   FlushRule k_flush, v_flush;
+  RotationSpec rotation;
 };
 
 // Whether attention over a multi-token forward (prefill) reads the full-precision keys/values of

@@ -1,6 +1,7 @@
 #pragma once
 // Parameters several methods share, declared once so that their names, defaults and help agree.
 #include <string>
+#include <vector>
 
 #include "kvlab/quant/cache_plan.h"
 #include "kvlab/quant/params.h"
@@ -22,6 +23,28 @@ inline ParamSpec prefill() {
                            "stored cache (quantized, as llama.cpp)",
                            {"full-precision", "quantized"});
 }
+
+// Rotated quantization (cache_plan.h: RotationSpec), declared by every quantizing method.
+inline std::vector<ParamSpec> rotation() {
+  return {ParamSpec::string("rotate", "none",
+                            "Walsh-Hadamard rotation over head_dim before quantizing: none, keys (the query is rotated "
+                            "alike), values (the output is rotated back) or both",
+                            {"none", "keys", "values", "both"}),
+          ParamSpec::integer("rotate_signs", 0,
+                             "with rotate: 0 = plain normalized Hadamard H/sqrt(d); N > 0 = H diag(s)/sqrt(d) with s a "
+                             "fixed random +-1 vector drawn from seed N",
+                             0)};
+}
+// A method's own parameters followed by the rotation ones.
+inline std::vector<ParamSpec> with_rotation(std::vector<ParamSpec> params) {
+  for (auto& r : rotation()) params.push_back(std::move(r));
+  return params;
+}
+// The method's rotation; rotate_signs without rotate is an error (it would make a distinct cell
+// that computes the same thing).
+RotationSpec rotation_spec(const ParamSet& p);
+// Sets every layer's rotation from the method's parameters.
+void apply_rotation(CachePlan& plan, const ParamSet& p);
 
 inline ParamType param_type(const ParamSet& p) {
   return p.string("param_dtype") == "float32" ? ParamType::F32 : ParamType::F16;
