@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 
 namespace kvlab::kvmix {
 namespace {
@@ -95,6 +96,7 @@ PlanFile read_plan_file(const std::string& path) {
   } catch (const YAML::Exception& e) {
     fail("{}: not valid YAML: {}", path, e.what());
   }
+  refuse_duplicate_yaml_keys(path);
   if (!root.IsMap()) fail("{}: expected a map with keys method, num_layers, layers", path);
   PlanFile plan;
   plan.source = path;

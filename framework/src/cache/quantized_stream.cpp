@@ -199,8 +199,8 @@ at::Tensor QuantizedStream::exact_rows() const {
 }
 
 at::Tensor QuantizedStream::dequantized() const {
+  if (packed_ == 0) return at::empty({B_, H_, 0, D_}, at::kFloat);  // every channel, exact ones included
   at::Tensor out = at::empty({B_, H_, packed_, Dq_}, at::kFloat);
-  if (packed_ == 0) return out;
   float* o = out.data_ptr<float>();
   at::parallel_for(0, B_ * H_, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 
 namespace kvlab {
 namespace {
@@ -46,6 +47,7 @@ PlanFile PlanFile::load(const std::string& path) {
   } catch (const YAML::Exception& e) {
     fail("plan file {}:{}: {}", path, e.mark.line + 1, e.msg);
   }
+  refuse_duplicate_yaml_keys(path);
   if (!root.IsMap()) fail("plan file {}: expected a YAML map with method, num_layers and layers", path);
   PlanFile p;
   p.path = path;

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 #include "kvlab/common/strings.h"
 
 namespace kvlab {
@@ -102,6 +103,7 @@ TrainConfig load_train_config(const std::string& path) {
   } catch (const YAML::Exception& e) {
     fail("{}:{}: malformed YAML: {}", path, e.mark.line + 1, e.msg);
   }
+  refuse_duplicate_yaml_keys(path);
   return parse_train_config(root, path);
 }
 
