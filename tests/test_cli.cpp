@@ -9,6 +9,7 @@
 
 #include "cli_run.h"
 #include "kvlab/model/dtype.h"
+#include "kvlab/tokenizer/sentencepiece_tokenizer.h"
 #include "test_helpers.h"
 
 namespace kvlab {
@@ -109,6 +110,21 @@ TEST_F(Cli, MakeModelRefusesANonEmptyFolderWithoutForce) {
   ASSERT_EQ(r.code, 0) << r.err;
 }
 
+// SentencePiece takes its options as one string split at spaces (and its input list at commas):
+// a checkpoint folder or training text holding either used to fail ("unknown field name").
+TEST_F(Cli, MakeModelTrainsItsTokenizerInAFolderWithSpacesAndCommas) {
+  const std::string out = *tmp_ / "a model, with spaces";
+  const std::string text = *tmp_ / "training text, 1.txt";
+  std::filesystem::copy_file(std::string(KVLAB_SOURCE_DIR) + "/datasets/tiny/tokenizer_corpus.txt", text);
+  CliRun r = run_kvlab("make-model --shape tiny --out '" + out + "' --tokenizer-text '" + text + "'", *tmp_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The same text gives the same tokenizer (its file records the paths it was trained with).
+  const SentencePieceTokenizer made(out + "/tokenizer.model"), reference(model() + "/tokenizer.model");
+  const std::string sample = "In the beginning, 1234 sheep; \xc3\xa9t\xc3\xa9 \xe2\x9c\x93.";
+  EXPECT_EQ(made.vocab_size(), reference.vocab_size());
+  EXPECT_EQ(made.encode(sample, true), reference.encode(sample, true));
+}
+
 // --threads beyond the cores this process may use is capped there, saying so in one line on stderr
 // (LibTorch would otherwise start them all and spin); a negative count is an error.
 TEST_F(Cli, ThreadsAreCappedAtTheAvailableCores) {
@@ -132,6 +148,22 @@ TEST_F(Cli, ThreadsAreCappedAtTheAvailableCores) {
   set_threads(1000);
   EXPECT_EQ(at::get_num_threads(), CPU_COUNT(&set));
   set_threads(before);
+}
+
+// A directory where a file is expected is a one-line error naming it (the YAML readers said only
+// "basic_filebuf::underflow error reading the file: Is a directory"; a text file that is a directory
+// read as empty).
+TEST_F(Cli, ADirectoryGivenAsAFileIsNamed) {
+  const std::string d = *tmp_ / "a-folder";
+  std::filesystem::create_directories(d);
+  const std::string text = std::string(KVLAB_SOURCE_DIR) + "/datasets/tiny/tokenizer_corpus.txt";
+  const std::string eval = "eval ppl --model " + model() + " --text " + text + " --ctx 16 --max-windows 1";
+  for (const std::string& args :
+       {"eval ppl --model " + model() + " --text " + d + " --ctx 16", eval + " --method kvtuner --set plan=" + d,
+        eval + " --method kvmix --set plan=" + d, eval + " --method mixkvq --set plan=" + d, "run " + d + " --dry-run",
+        "train --config " + d + " --text " + text + " --out " + *tmp_ / "trained",
+        "eval needle --model " + model() + " --lengths 64 --depths 0 --samples 1 --haystack " + d})
+    expect_one_line_error(run_kvlab(args, *tmp_), d);
 }
 
 // The calibration steps through the command line: options derived from their parameters, a plan

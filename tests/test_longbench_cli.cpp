@@ -72,7 +72,7 @@ TEST_F(LongBenchCli, NegativeLengthsAreRefused) {
   expect_one_line_error(kvlab(eval + "--max-length -5", *tmp_), "--max-length -5");
   expect_one_line_error(kvlab(eval + "--max-new -1", *tmp_), "--max-new -1");
   expect_one_line_error(kvlab(eval + "--batch 0", *tmp_), "--batch 0");
-  const std::string passkey = "eval passkey --threads 1 --model " + model() + " --lengths 64 --depths 0 --samples 1 ";
+  const std::string passkey = "eval passkey --threads 1 --model " + model() + " --lengths 64 --depths 0 ";
   expect_one_line_error(kvlab(passkey + "--max-new -3", *tmp_), "--max-new -3");
   expect_one_line_error(kvlab(passkey + "--samples -1", *tmp_), "--samples -1");
 }

@@ -104,32 +104,54 @@ std::optional<double> full_table_rouge_l(const std::string& hypothesis, const st
 }
 
 // ROUGE-L keeps only what the walk can reach (its last kRougeMaxReconCalls rows and columns) and
-// identical scores: random texts over a small vocabulary (long, winding walks), sentence lengths
-// around the recursion limit, against the full-table computation.
+// gives identical scores, against the full-table computation: random texts over small and large
+// vocabularies, sentence lengths around the recursion limit, several sentences, and a long text
+// ending in a noisy copy of the short one (a short walk through a corner far from the table's
+// origin, in both orientations).
 TEST(LongBenchMetrics, RougeLInBoundedMemoryEqualsTheFullTable) {
   std::mt19937 rng(7);
-  auto text = [&](std::vector<int> lengths, int vocabulary) {
+  auto words = [&](int count, int vocabulary) {
+    std::vector<std::string> w;
+    for (int i = 0; i < count; ++i) w.push_back("w" + std::to_string(rng() % vocabulary));
+    return w;
+  };
+  auto join_words = [](const std::vector<std::string>& w) {
     std::string s;
-    for (size_t k = 0; k < lengths.size(); ++k) {
-      if (k) s += ". ";
-      for (int i = 0; i < lengths[k]; ++i) s += (i ? " w" : "w") + std::to_string(rng() % vocabulary);
-    }
+    for (const auto& x : w) s += (s.empty() ? "" : " ") + x;
+    return s;
+  };
+  auto sentences = [&](const std::vector<int>& lengths, int vocabulary) {
+    std::string s;
+    for (int n : lengths) s += (s.empty() ? "" : ". ") + join_words(words(n, vocabulary));
     return s;
   };
   int none = 0, scored = 0;
+  auto check = [&](const std::string& h, const std::string& r, const std::string& what) {
+    const auto expected = full_table_rouge_l(h, r), got = rouge_l_f(h, r);
+    ASSERT_EQ(got.has_value(), expected.has_value()) << what;
+    if (expected) EXPECT_EQ(*got, *expected) << what;
+    ++(expected ? scored : none);
+  };
   for (const auto& [hyp, ref] : std::vector<std::pair<std::vector<int>, std::vector<int>>>{
            {{40}, {3000}}, {{3000}, {40}}, {{700}, {2500}}, {{989}, {1500}}, {{990}, {990}}, {{991}, {2000}},
-           {{1200}, {1300}}, {{5, 900, 30}, {2000, 12}}, {{1}, {4000}}, {{600, 600}, {800}}}) {
-    for (int vocabulary : {3, 40, 5000}) {
-      const std::string h = text(hyp, vocabulary), r = text(ref, vocabulary);
-      const auto expected = full_table_rouge_l(h, r), got = rouge_l_f(h, r);
-      ASSERT_EQ(got.has_value(), expected.has_value()) << hyp[0] << " x " << ref[0] << ", vocabulary " << vocabulary;
-      if (expected) EXPECT_EQ(*got, *expected) << hyp[0] << " x " << ref[0] << ", vocabulary " << vocabulary;
-      ++(expected ? scored : none);
-    }
-  }
-  EXPECT_GT(scored, 10);
-  EXPECT_GT(none, 5);
+           {{1200}, {1300}}, {{5, 900, 30}, {2000, 12}}, {{1}, {4000}}, {{600, 600}, {800}}})
+    for (int vocabulary : {3, 40, 5000})
+      check(sentences(hyp, vocabulary), sentences(ref, vocabulary),
+            std::to_string(hyp[0]) + " x " + std::to_string(ref[0]) + ", vocabulary " + std::to_string(vocabulary));
+  for (const auto& [short_n, long_n] : std::vector<std::pair<int, int>>{{50, 3000}, {500, 2500}, {900, 4000}, {985, 1500}})
+    for (int noise_percent : {0, 10, 30})
+      for (int vocabulary : {40, 5000}) {
+        const auto short_words = words(short_n, vocabulary);
+        auto long_words = words(long_n - short_n, vocabulary);
+        for (const auto& w : short_words)
+          long_words.push_back(static_cast<int>(rng() % 100) < noise_percent ? "x" + std::to_string(rng() % 50) : w);
+        const std::string what = std::to_string(short_n) + " in " + std::to_string(long_n) + ", noise " +
+                                 std::to_string(noise_percent) + "%, vocabulary " + std::to_string(vocabulary);
+        check(join_words(short_words), join_words(long_words), what + " (hypothesis short)");
+        check(join_words(long_words), join_words(short_words), what + " (reference short)");
+      }
+  EXPECT_GT(scored, 20);
+  EXPECT_GT(none, 20);
 
   // Two 60,000-word sentences: the full table would take 14 GB (the package raises
   // RecursionError, since the walk is longer than the limit): no score, at once.

@@ -228,7 +228,8 @@ TEST(MixKvqCache, NonFiniteSalienceIsRefused) {
                                      << "  - {layer: 0, k_bits: 2, v_bits: 2, k_salience: [" << ok << ", " << ok << "]}\n"
                                      << "  - {layer: 1, k_bits: 2, v_bits: 2, k_salience: [" << ok
                                      << ", [1, 2, 3, " << value << ", 5, 6, 7, 8]]}\n";
-    return MethodRegistry::instance().create("mixkvq", YAML::Load("{plan: " + (tmp / "plan.yaml") + ", fraction: 0.25}"));
+    return MethodRegistry::instance().create("mixkvq",
+                                             YAML::Load("{plan: " + (tmp / "plan.yaml") + ", fraction: 0.25, group: 8}"));
   };
   const CachePlan good = plan_with("4")->plan(c);
   EXPECT_EQ(good.layers[1].k.head_exact_channels[1], (std::vector<int64_t>{6, 7}));

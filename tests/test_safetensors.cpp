@@ -477,8 +477,8 @@ TEST(SafetensorsCheckpoint, IndexCannotReachOutsideTheFolder) {
   auto index_with = [&](const std::string& a_shard) {
     write_bytes(index, fmt::format(R"({{"weight_map": {{"a": "{}", "c": "{}"}}}})", a_shard, kShard2));
   };
-  for (const std::string bad : {"/etc/passwd", "../outside.safetensors", "sub/../../outside.safetensors",
-                                outer.file("outside.safetensors")}) {
+  for (const std::string& bad : std::vector<std::string>{"/etc/passwd", "../outside.safetensors",
+                                                        "sub/../../outside.safetensors", outer.file("outside.safetensors")}) {
     index_with(bad);
     const std::string e = error_of([&] { SafetensorsCheckpoint c(ck); });
     expect_error(e, index, {"'a'", "outside the checkpoint folder"});

@@ -298,8 +298,11 @@ TEST(Slurm, ArrayOfShardsThenMergeEqualsALocalRun) {
   std::ofstream(dir("t.yaml")) << kSpec;
   const std::string kvlab = KVLAB_BINARY;
   std::string out;
+  // An #SBATCH option with spaces, quotes, '#' and '$': sbatch must read it back as it was.
+  const std::string comment = "kvlab test #1 'q' \"d\" $x \\";
   ASSERT_EQ(sh(kvlab + " slurm " + q("t.yaml") + " --array 2 --out " + q("slurm") + " --store " +
-                   q("merged.sqlite") + " --cache " + q("cache") + " 2>&1",
+                   q("merged.sqlite") + " --cache " + q("cache") + " --sbatch " + shell_quote("--comment=" + comment) +
+                   " 2>&1",
                &out),
             0)
       << out;
@@ -312,6 +315,16 @@ TEST(Slurm, ArrayOfShardsThenMergeEqualsALocalRun) {
   ASSERT_EQ(rc, 0) << out << "\nshard 0: " << slurp(dir("slurm/logs/shard-0.out"))
                    << "\nshard 1: " << slurp(dir("slurm/logs/shard-1.out"))
                    << "\nmerge: " << slurp(dir("slurm/logs/merge.out")) << cluster.logs();
+  const size_t job_at = out.find("submitted shard array job ");
+  ASSERT_NE(job_at, std::string::npos) << out;
+  const std::string job = out.substr(job_at + 26, out.find(' ', job_at + 26) - job_at - 26);
+  std::string shown;
+  sh("scontrol show job " + job + " 2>&1", &shown);
+  // scontrol ends the line with a space: the comment must be whole, then the line's end.
+  const size_t comment_at = shown.find("Comment=" + comment);
+  ASSERT_NE(comment_at, std::string::npos) << shown;
+  const size_t comment_end = comment_at + 8 + comment.size();
+  EXPECT_EQ(shown.find_first_not_of(' ', comment_end), shown.find('\n', comment_end)) << shown;
   cluster.stop();
   EXPECT_EQ(injected_files(tmp.str()), "");
   // The logs went where the scripts said, '%a' in the folder's name taken literally.

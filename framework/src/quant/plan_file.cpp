@@ -46,6 +46,8 @@ PlanFile PlanFile::load(const std::string& path) {
     fail("plan file {}: cannot be read", path);
   } catch (const YAML::Exception& e) {
     fail("plan file {}:{}: {}", path, e.mark.line + 1, e.msg);
+  } catch (const std::exception& e) {  // e.g. a directory: the stream fails with "Is a directory"
+    fail("plan file {}: cannot be read: {}", path, e.what());
   }
   refuse_duplicate_yaml_keys(path);
   if (!root.IsMap()) fail("plan file {}: expected a YAML map with method, num_layers and layers", path);

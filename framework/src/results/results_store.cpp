@@ -243,9 +243,10 @@ ResultsStore::ResultsStore(const std::string& path, Mode mode) : path_(path) {
       close_and_fail(fmt::format("{}: not a kvlab results store ({})", path, e.what()));
     }
   } else if (sqlite3_exec(db_, "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr) != SQLITE_OK &&
-             (sqlite3_extended_errcode(db_) & 0xff) == SQLITE_CANTOPEN) {
+             ((sqlite3_extended_errcode(db_) & 0xff) == SQLITE_CANTOPEN ||
+              (sqlite3_extended_errcode(db_) & 0xff) == SQLITE_READONLY)) {
     // A WAL store in a folder or on a disk we cannot write, without its -shm file: SQLite reads it
-    // only as immutable (nothing can be writing it there).
+    // only as immutable (nothing we could see is writing it there).
     sqlite3_close(db_);
     db_ = nullptr;
     open("file:" + uri_path(path) + "?immutable=1", SQLITE_OPEN_READONLY | SQLITE_OPEN_URI);

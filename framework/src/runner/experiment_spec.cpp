@@ -375,6 +375,8 @@ YAML::Node load_yaml(const std::string& path) {
     fail("{}: cannot read the file", path);
   } catch (const YAML::ParserException& e) {
     fail("{}:{}:{}: YAML syntax error: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg);
+  } catch (const std::exception& e) {  // e.g. a directory: the stream fails with "Is a directory"
+    fail("{}: cannot read the file: {}", path, e.what());
   }
   refuse_duplicate_yaml_keys(path);
   return root;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/strings.h"
 #include "kvlab/results/results_store.h"
 
 namespace kvlab {
@@ -24,17 +26,22 @@ std::string shell_quote(const std::string& text) {
 
 namespace {
 
-// A value for an #SBATCH line, read back by sbatch as one argument equal to `text`: sbatch splits
-// the line at white space, honours quotes, ends it at an unquoted '#' and takes the character after
-// a '\' literally, so every character that is not plainly safe gets a '\'.
+// A value for an #SBATCH line, read back by sbatch as one argument equal to `text`. sbatch splits
+// the line at white space outside quotes (a backslash does not keep a space), ends it at an unquoted
+// '#', and inside quotes takes the character after a backslash literally: a value with anything but
+// plainly safe characters goes in double quotes, its '"' and backslashes escaped.
 std::string sbatch_quote(const std::string& text) {
-  std::string out;
+  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           std::string_view("/._-:=,+@%").find(c) != std::string_view::npos;
+  });
+  if (plain) return text;
+  std::string out = "\"";
   for (char c : text) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && std::string_view("/._-:=,+@%").find(c) == std::string_view::npos)
-      out += '\\';
+    if (c == '"' || c == '\\') out += '\\';
     out += c;
   }
-  return out;
+  return out + "\"";
 }
 
 // A folder for Slurm's --output, whose file names expand %a, %j, ...: '%' doubled so the folder's
@@ -95,6 +102,16 @@ SlurmFiles write_slurm_scripts(const ExperimentSpec& spec, const SlurmOptions& o
            {"--gres", o.gres}})
     check_script_value(what, value);
   for (const auto& e : o.extra) check_script_value("--sbatch", e);
+  // sbatch reads "hetjob" or "packjob" anywhere in an #SBATCH line as the start of another job component.
+  for (const auto& [what, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--out", out.string()}, {"--partition", o.partition}, {"--time", o.time}, {"--mem", o.mem},
+           {"--gres", o.gres}, {"--sbatch", join(o.extra, " ")}}) {
+    std::string lower = value;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower.find("hetjob") != std::string::npos || lower.find("packjob") != std::string::npos)
+      fail("kvlab slurm: {} '{}' holds 'hetjob' or 'packjob', which sbatch reads as a job separator in an #SBATCH "
+           "line", what, value);
+  }
   // Slurm takes a log name holding a '\' as it is, without expanding %a: the shards' logs would collide.
   if (out.string().find('\\') != std::string::npos)
     fail("kvlab slurm: --out '{}' holds a '\\', which makes Slurm ignore the %a in the shards' log names", out.string());
