@@ -42,7 +42,7 @@ def main():
     torch.manual_seed(0)
     for name, extra in VARIANTS.items():
         d = out / name
-        subprocess.run([args.kvlab, "make-model", "--out", str(d), *COMMON, *extra], check=True)
+        subprocess.run([args.kvlab, "make-model", "--out", str(d), "--force", *COMMON, *extra], check=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             d, torch_dtype=torch.float32, attn_implementation="eager").eval()
         cfg = json.loads((d / "config.json").read_text())

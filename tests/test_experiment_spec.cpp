@@ -1,6 +1,7 @@
 // Experiment specs and their grids: expansion (sweeps, presets, includes, seeds, shards), stable
 // cell ids, and the errors a user meets (file:line, the key, one line) before any work is done.
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <filesystem>
 #include <fstream>
@@ -262,6 +263,63 @@ TEST(ExperimentGrid, ErrorsNameFileLineAndKey) {
     const std::string e = spec_error(c.text);
     for (const auto& n : c.needles) EXPECT_NE(e.find(n), std::string::npos) << c.what << ": '" << n << "' not in: " << e;
   }
+}
+
+std::string integers(int from, int count, int step = 1) {
+  std::string s = "[";
+  for (int i = 0; i < count; ++i) s += (i ? ", " : "") + std::to_string(from + i * step);
+  return s + "]";
+}
+
+// A grid beyond the limit (100,000 cells) is refused before it is expanded, naming the count and
+// the keys that make it (a 10^6-cell grid once took minutes and then ran out of memory).
+TEST(ExperimentGrid, AGridBeyondTheLimitIsRefusedBeforeExpansion) {
+  const std::string e = spec_error(R"(name: big
+models:
+  - {name: tiny, make: {shape: tiny, seed: 3}}
+tasks:
+  - name: ppl
+    params: {text: "${repo}/datasets/tiny/tokenizer_corpus.txt", ctx: 64}
+    sweep: {max_windows: )" + integers(1, 1000) + R"(}
+methods:
+  - fp16
+sweep:
+  seed: )" + integers(0, 1000) + "\n");
+  for (const char* needle : {"t.yaml: the grid has 1000000 cells, more than the limit of 100000", "1 model",
+                             "sweep 'seed' (1000 values)", "1000 task variants (ppl: sweep 'max_windows' (1000 values))",
+                             "1 method variant"})
+    EXPECT_NE(e.find(needle), std::string::npos) << needle << " not in: " << e;
+
+  // Just under the limit is fine (and counts every entry's own sweep).
+  test::TempDir dir;
+  const Grid g = grid_of(write(dir, "t.yaml", std::string(kHeader) + "methods:\n  - fp16\n  - {name: kivi, params: "
+                                             "{group: 8}, sweep: {residual: [8, 16]}}\nsweep:\n  seed: " +
+                                             integers(0, 300) + "\n"));
+  EXPECT_EQ(g.cells.size(), 900u);
+}
+
+// Heap bytes in use (small blocks and mmap'd ones).
+size_t heap_in_use() {
+  const struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
+
+// The grid's memory grows linearly with its cells. (yaml-cpp merges the memory pool of every node put
+// into a map into the map's own; each cell's parameter map used to take in every earlier cell's nodes,
+// so 3,200 cells took 3.4 GB.)
+TEST(ExperimentGrid, MemoryGrowsLinearlyWithTheCells) {
+  test::TempDir dir;
+  auto bytes_per_cell = [&](int seeds) {
+    const ExperimentSpec spec = ExperimentSpec::load(
+        write(dir, "t.yaml", std::string(kHeader) + "methods:\n  - fp16\n  - {name: kivi, params: {group: 8, residual: 16}}\n"
+                             "sweep:\n  seed: " + integers(0, seeds) + "\n"));
+    const size_t before = heap_in_use();
+    const Grid g = build_grid(spec, GridOptions{});
+    EXPECT_EQ(g.cells.size(), 2u * seeds);
+    return static_cast<double>(heap_in_use() - before) / static_cast<double>(g.cells.size());
+  };
+  const double small = bytes_per_cell(60), large = bytes_per_cell(480);
+  EXPECT_LT(large, 1.5 * small) << "bytes per cell: " << small << " with 120 cells, " << large << " with 960";
 }
 
 TEST(ExperimentGrid, VariablesAndRelativePaths) {

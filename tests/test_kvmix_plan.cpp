@@ -220,7 +220,7 @@ TEST(KvmixMethod, ParameterCombinationsAreChecked) {
   e = error_of([&] { kvmix_method("{plan: " + tmp / "plan.yaml" + ", bits_from: random}"); });
   EXPECT_NE(e.find("bits_from=random"), std::string::npos) << e;
   // Scores are needed to allocate from scores.
-  std::ofstream(tmp / "bits_only.yaml") << "method: kvtuner\nnum_layers: 3\n" << kGoodLayers;
+  std::ofstream(tmp / "bits_only.yaml") << "method: kvmix\nnum_layers: 3\n" << kGoodLayers;
   e = error_of([&] { kvmix_method("{plan: " + tmp / "bits_only.yaml" + ", bits_from: scores}"); });
   EXPECT_NE(e.find("bits_only.yaml: layers[0]: missing key 'k_score'"), std::string::npos) << e;
   // ...but a plan with bits only is usable as it is, ratios from the bits.
@@ -232,6 +232,18 @@ TEST(KvmixMethod, ParameterCombinationsAreChecked) {
     kvmix_method("{plan: " + tmp / "plan.yaml" + ", bits_from: scores, v_avg_bits: 1.5}")->plan(layers_config(3));
   });
   EXPECT_NE(e.find("v_avg_bits = 1.5"), std::string::npos) << e;
+}
+
+// A plan labelled for another method is refused, naming the file and the label (as the KVTuner
+// and MixKVQ plans are).
+TEST(KvmixMethod, APlanForAnotherMethodIsRefused) {
+  test::TempDir tmp;
+  for (const char* other : {"uniform", "kvtuner", "mixkvq"}) {
+    std::ofstream(tmp / "plan.yaml") << "method: " << other << "\nnum_layers: 3\n" << kGoodLayers;
+    const std::string e = error_of([&] { kvmix_method("{plan: " + tmp / "plan.yaml" + "}")->plan(layers_config(3)); });
+    EXPECT_NE(e.find(tmp / "plan.yaml"), std::string::npos) << e;
+    EXPECT_NE(e.find(std::string("method is '") + other + "', expected 'kvmix'"), std::string::npos) << e;
+  }
 }
 
 // The paper's random-k2.19v2.38 baseline: a random ranking, same tiers, no plan; the seed decides.

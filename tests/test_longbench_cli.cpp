@@ -65,6 +65,18 @@ TEST(LongBenchScoreCli, PrintsTheFixtureScores) {
   EXPECT_NE(r.out.find("average"), std::string::npos);
 }
 
+// Negative lengths and counts are refused before any work, naming the flag (a negative
+// --max-length used to mean "the default" silently, a negative --max-new generated nothing).
+TEST_F(LongBenchCli, NegativeLengthsAreRefused) {
+  const std::string eval = "eval longbench --threads 1 --model " + model() + " --data " + *tmp_ / "data" + " --tasks trec ";
+  expect_one_line_error(kvlab(eval + "--max-length -5", *tmp_), "--max-length -5");
+  expect_one_line_error(kvlab(eval + "--max-new -1", *tmp_), "--max-new -1");
+  expect_one_line_error(kvlab(eval + "--batch 0", *tmp_), "--batch 0");
+  const std::string passkey = "eval passkey --threads 1 --model " + model() + " --lengths 64 --depths 0 ";
+  expect_one_line_error(kvlab(passkey + "--max-new -3", *tmp_), "--max-new -3");
+  expect_one_line_error(kvlab(passkey + "--samples -1", *tmp_), "--samples -1");
+}
+
 TEST_F(LongBenchCli, EvalWritesPredictionsThatScoreIdentically) {
   const std::string preds = *tmp_ / "preds";
   CliRun r = kvlab("eval longbench --threads 1 --model " + model() + " --data " + *tmp_ / "data" +

@@ -2,6 +2,13 @@
 // them against the benchmark's Python packages).
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "kvlab/common/error.h"
 #include "kvlab/eval/longbench/metrics.h"
 
@@ -51,6 +58,107 @@ TEST(LongBenchMetrics, RougeL) {
   const int n = kRougeMaxReconCalls - 1;
   EXPECT_NEAR(*rouge_l_f(words(n), "w0"), 2.0 * ((1.0 / n) / (1.0 / n + 1.0 + 1e-8)), 1e-15);
   EXPECT_FALSE(rouge_l_f(words(n + 1), "w0").has_value());
+}
+
+// The package's summary-level ROUGE-L as written: the full LCS table of every sentence pair, its
+// back-tracking walk, words counted as sets. Texts here are plain "w1 w2. w3" (no extra spaces).
+std::optional<double> full_table_rouge_l(const std::string& hypothesis, const std::string& reference) {
+  auto sentences = [](const std::string& text) {
+    std::vector<std::vector<std::string>> out;
+    std::string piece;
+    std::stringstream in(text);
+    while (std::getline(in, piece, '.')) {
+      std::stringstream words(piece);
+      std::vector<std::string> w;
+      for (std::string x; words >> x;) w.push_back(x);
+      if (!w.empty()) out.push_back(w);
+    }
+    return out;
+  };
+  const auto hyp = sentences(hypothesis), ref = sentences(reference);
+  std::set<std::string> hyp_set, ref_set, hits;
+  for (const auto& s : hyp) hyp_set.insert(s.begin(), s.end());
+  for (const auto& s : ref) ref_set.insert(s.begin(), s.end());
+  for (const auto& x : ref)
+    for (const auto& y : hyp) {
+      const size_t n = x.size(), m = y.size();
+      std::vector<std::vector<int>> t(n + 1, std::vector<int>(m + 1, 0));
+      for (size_t i = 1; i <= n; ++i)
+        for (size_t j = 1; j <= m; ++j)
+          t[i][j] = x[i - 1] == y[j - 1] ? t[i - 1][j - 1] + 1 : std::max(t[i - 1][j], t[i][j - 1]);
+      size_t i = n, j = m;
+      int calls = 1;
+      std::vector<std::string> path;
+      while (i > 0 && j > 0) {
+        if (x[i - 1] == y[j - 1]) path.push_back(x[i - 1]), --i, --j;
+        else if (t[i - 1][j] > t[i][j - 1]) --i;
+        else --j;
+        ++calls;
+      }
+      if (calls > kRougeMaxReconCalls) return std::nullopt;
+      hits.insert(path.begin(), path.end());
+    }
+  const double llcs = static_cast<double>(hits.size());
+  const double r = llcs / static_cast<double>(ref_set.size()), p = llcs / static_cast<double>(hyp_set.size());
+  return 2.0 * ((p * r) / (p + r + 1e-8));
+}
+
+// ROUGE-L keeps only what the walk can reach (its last kRougeMaxReconCalls rows and columns) and
+// gives identical scores, against the full-table computation: random texts over small and large
+// vocabularies, sentence lengths around the recursion limit, several sentences, and a long text
+// ending in a noisy copy of the short one (a short walk through a corner far from the table's
+// origin, in both orientations).
+TEST(LongBenchMetrics, RougeLInBoundedMemoryEqualsTheFullTable) {
+  std::mt19937 rng(7);
+  auto words = [&](int count, int vocabulary) {
+    std::vector<std::string> w;
+    for (int i = 0; i < count; ++i) w.push_back("w" + std::to_string(rng() % vocabulary));
+    return w;
+  };
+  auto join_words = [](const std::vector<std::string>& w) {
+    std::string s;
+    for (const auto& x : w) s += (s.empty() ? "" : " ") + x;
+    return s;
+  };
+  auto sentences = [&](const std::vector<int>& lengths, int vocabulary) {
+    std::string s;
+    for (int n : lengths) s += (s.empty() ? "" : ". ") + join_words(words(n, vocabulary));
+    return s;
+  };
+  int none = 0, scored = 0;
+  auto check = [&](const std::string& h, const std::string& r, const std::string& what) {
+    const auto expected = full_table_rouge_l(h, r), got = rouge_l_f(h, r);
+    ASSERT_EQ(got.has_value(), expected.has_value()) << what;
+    if (expected) EXPECT_EQ(*got, *expected) << what;
+    ++(expected ? scored : none);
+  };
+  for (const auto& [hyp, ref] : std::vector<std::pair<std::vector<int>, std::vector<int>>>{
+           {{40}, {3000}}, {{3000}, {40}}, {{700}, {2500}}, {{989}, {1500}}, {{990}, {990}}, {{991}, {2000}},
+           {{1200}, {1300}}, {{5, 900, 30}, {2000, 12}}, {{1}, {4000}}, {{600, 600}, {800}}})
+    for (int vocabulary : {3, 40, 5000})
+      check(sentences(hyp, vocabulary), sentences(ref, vocabulary),
+            std::to_string(hyp[0]) + " x " + std::to_string(ref[0]) + ", vocabulary " + std::to_string(vocabulary));
+  for (const auto& [short_n, long_n] : std::vector<std::pair<int, int>>{{50, 3000}, {500, 2500}, {900, 4000}, {985, 1500}})
+    for (int noise_percent : {0, 10, 30})
+      for (int vocabulary : {40, 5000}) {
+        const auto short_words = words(short_n, vocabulary);
+        auto long_words = words(long_n - short_n, vocabulary);
+        for (const auto& w : short_words)
+          long_words.push_back(static_cast<int>(rng() % 100) < noise_percent ? "x" + std::to_string(rng() % 50) : w);
+        const std::string what = std::to_string(short_n) + " in " + std::to_string(long_n) + ", noise " +
+                                 std::to_string(noise_percent) + "%, vocabulary " + std::to_string(vocabulary);
+        check(join_words(short_words), join_words(long_words), what + " (hypothesis short)");
+        check(join_words(long_words), join_words(short_words), what + " (reference short)");
+      }
+  EXPECT_GT(scored, 20);
+  EXPECT_GT(none, 20);
+
+  // Two 60,000-word sentences: the full table would take 14 GB (the package raises
+  // RecursionError, since the walk is longer than the limit): no score, at once.
+  std::string long_a, long_b;
+  for (int i = 0; i < 60000; ++i) long_a += "a" + std::to_string(i % 97) + " ", long_b += "a" + std::to_string(i % 89) + " ";
+  EXPECT_FALSE(rouge_l_f(long_a, long_b).has_value());
+  EXPECT_EQ(rouge_score(long_a, long_b), 0.0);
 }
 
 TEST(LongBenchMetrics, ClassificationSkipsTheElementAfterARemovedOne) {

@@ -192,6 +192,54 @@ TEST(MixKvqCache, PerHeadExactChannelsInTheStream) {
             std::string::npos);
 }
 
+// A context shorter than the residual: nothing is packed yet, and the one-pass path equals feeding
+// tokens one at a time (it used to stop with LibTorch's "Expected size for first two dimensions of
+// batch2 tensor": no packed keys came back with the quantized channels' width, not head_dim).
+TEST(MixKvqCache, FastPathWithAContextShorterThanTheResidual) {
+  const ModelConfig c = test::small_config(2);
+  LlamaModel m = LlamaModel::random(c, 5, {}, 0.2);
+  CachePlan plan = MethodRegistry::instance().create("kivi", YAML::Load("{bits: 2, group: 8, residual: 32}"))->plan(c);
+  for (auto& layer : plan.layers) layer.k.head_exact_channels = {{1, 5}, {0, 7}};
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 48; ++i) ids.push_back(2 + (i * 7) % 45);
+  for (int64_t ctx : {16, 31, 32, 40}) {
+    PerplexityOptions opt;
+    opt.ctx = ctx;
+    opt.max_windows = 1;
+    opt.progress = false;
+    const auto fast = evaluate_quantized_perplexity(m, ids, opt, plan, PerplexityPath::Fast);
+    const auto stream = evaluate_quantized_perplexity(m, ids, opt, plan, PerplexityPath::Stream);
+    EXPECT_NEAR(fast.quantized.nll_sum, stream.quantized.nll_sum, 1e-4 * std::abs(stream.quantized.nll_sum)) << ctx;
+    EXPECT_NEAR(fast.kl_mean, stream.kl_mean, 1e-6) << ctx;
+    EXPECT_EQ(fast.bytes.total(), stream.bytes.total()) << ctx;
+    if (ctx < 32) EXPECT_EQ(fast.bytes.keys.packed_codes, 0) << ctx;  // nothing packed: the same as fp16
+    if (ctx < 32) EXPECT_NEAR(fast.kl_mean, 0.0, 1e-9) << ctx;
+  }
+}
+
+// Salience values are ranked: NaN (which breaks the ordering) and inf are refused, naming the file,
+// the key and the position.
+TEST(MixKvqCache, NonFiniteSalienceIsRefused) {
+  const ModelConfig c = test::small_config(2);  // 2 layers, 2 kv heads of 8 channels
+  test::TempDir tmp;
+  auto plan_with = [&](const std::string& value) {
+    const std::string ok = "[1, 2, 3, 4, 5, 6, 7, 8]";
+    std::ofstream(tmp / "plan.yaml") << "method: mixkvq\nnum_layers: 2\nlayers:\n"
+                                     << "  - {layer: 0, k_bits: 2, v_bits: 2, k_salience: [" << ok << ", " << ok << "]}\n"
+                                     << "  - {layer: 1, k_bits: 2, v_bits: 2, k_salience: [" << ok
+                                     << ", [1, 2, 3, " << value << ", 5, 6, 7, 8]]}\n";
+    return MethodRegistry::instance().create("mixkvq",
+                                             YAML::Load("{plan: " + (tmp / "plan.yaml") + ", fraction: 0.25, group: 8}"));
+  };
+  const CachePlan good = plan_with("4")->plan(c);
+  EXPECT_EQ(good.layers[1].k.head_exact_channels[1], (std::vector<int64_t>{6, 7}));
+  for (const char* bad : {".nan", ".inf", "-.inf"}) {
+    const std::string e = error_of([&] { plan_with(bad)->plan(c); });
+    EXPECT_NE(e.find("plan.yaml: layers[1].k_salience[1][3]"), std::string::npos) << bad << ": " << e;
+    EXPECT_NE(e.find("not a finite number"), std::string::npos) << bad << ": " << e;
+  }
+}
+
 using test::FoldTokenizer;
 
 // Profile -> plan file -> method -> cache, on a small random GQA model (2 kv heads of 8 channels).

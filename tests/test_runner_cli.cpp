@@ -12,9 +12,12 @@
 #include <chrono>
 #include <cmath>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
+#include "cli_run.h"
 #include "kvlab/common/error.h"
 #include "kvlab/results/results_store.h"
 #include "test_helpers.h"
@@ -240,6 +243,99 @@ TEST(RunCli, ResultsCommandsAndOneLineErrors) {
   expect_one_line_error(run_kvlab({"run", dir / "bad.yaml", "--dry-run"}, dir), {"bad.yaml:5", "multiple of the group"});
   expect_one_line_error(run_kvlab({"run", dir / "missing.yaml"}, dir), {"missing.yaml"});
   expect_one_line_error(run_kvlab({"run", dir / "bad.yaml", "--shard", "2/2"}, dir), {"2/2"});
+}
+
+// A merge that meets a conflict writes nothing at all: a new --out is not created (no file, no
+// -wal/-shm, no temporary left), an existing one keeps exactly its cells, even when an input before
+// the conflicting one had new cells.
+TEST(RunCli, MergeWithAConflictWritesNothing) {
+  test::TempDir dir;
+  {
+    ResultsStore a(dir / "a.sqlite"), b(dir / "b.sqlite"), c(dir / "c.sqlite"), m(dir / "m.sqlite");
+    a.insert(stored_cell("a1", "kivi", 32, 10));
+    a.insert(stored_cell("a2", "kivi", 64, 9));
+    b.insert(stored_cell("b1", "kivi", 128, 8));
+    b.insert(stored_cell("a2", "kivi", 64, 9.5));  // a2 again, with another result
+    c.insert(stored_cell("c1", "uniform", 0, 12));
+    m.insert(stored_cell("m1", "uniform", 8, 11));
+  }
+  // Files of the output (new.sqlite, its -wal/-shm, a temporary .new.sqlite.*) in the folder.
+  auto output_files = [&] {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir.str())) {
+      const std::string name = e.path().filename().string();
+      if (name.find("new.sqlite") != std::string::npos) names.insert(name);
+    }
+    return names;
+  };
+  expect_one_line_error(run_kvlab({"results", "merge", dir / "a.sqlite", dir / "b.sqlite", "--out", dir / "new.sqlite"}, dir),
+                        {"a2", "b.sqlite"});
+  EXPECT_EQ(output_files(), std::set<std::string>{});
+
+  expect_one_line_error(run_kvlab({"results", "merge", dir / "c.sqlite", dir / "a.sqlite", dir / "b.sqlite", "--out",
+                                   dir / "m.sqlite"}, dir),
+                        {"a2", "b.sqlite"});
+  EXPECT_EQ(ResultsStore(dir / "m.sqlite", ResultsStore::Mode::ReadOnly).cell_ids(), (std::set<std::string>{"m1"}));
+
+  // Without the conflict the same merges write everything.
+  CliRun r = run_kvlab({"results", "merge", dir / "c.sqlite", dir / "a.sqlite", "--out", dir / "m.sqlite"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ResultsStore(dir / "m.sqlite", ResultsStore::Mode::ReadOnly).cell_ids(),
+            (std::set<std::string>{"m1", "c1", "a1", "a2"}));
+  r = run_kvlab({"results", "merge", dir / "a.sqlite", dir / "c.sqlite", "--out", dir / "new.sqlite"}, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ResultsStore(dir / "new.sqlite", ResultsStore::Mode::ReadOnly).cell_ids(),
+            (std::set<std::string>{"c1", "a1", "a2"}));
+}
+
+// A store this user cannot write (its permissions here; a read-only disk behaves the same) is
+// named as read-only, not as "not a kvlab results store", and is left as it was; it can still be
+// read. Root writes anything, so as root the commands run as user nobody.
+TEST(RunCli, AReadOnlyStoreIsNamedAsSuch) {
+  test::TempDir dir;
+  {
+    ResultsStore r(dir / "r.sqlite"), b(dir / "b.sqlite");
+    r.insert(stored_cell("r1", "kivi", 32, 10));
+    r.insert(stored_cell("r2", "kivi", 64, 9));
+    b.insert(stored_cell("b1", "uniform", 0, 12));
+  }
+  const std::string store = dir / "r.sqlite";
+  std::string as_user;
+  if (geteuid() == 0) {
+    if (access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv (util-linux) is needed to drop root";
+    as_user = "/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  } else {
+    std::filesystem::permissions(store, std::filesystem::perms::owner_read);
+    std::filesystem::permissions(dir.str(), std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+  }
+  auto run = [&](const std::string& args) {
+    return test::run_command(as_user + KVLAB_BINARY + " " + args, dir / "stderr.txt");
+  };
+  test::CliRun r = run("results merge " + dir / "b.sqlite" + " --out " + store);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find(store + ": the results store is read-only here"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = run("results show " + store);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 of 2 cells"), std::string::npos) << r.out << r.err;
+  std::filesystem::permissions(dir.str(), std::filesystem::perms::owner_all);
+  std::filesystem::permissions(store, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(ResultsStore(store, ResultsStore::Mode::ReadOnly).cell_ids(), (std::set<std::string>{"r1", "r2"}));
+}
+
+// A 10^6-cell grid: `run --dry-run` answers at once with one line naming the count and its factors
+// (it used to expand the grid for minutes and die with bad_alloc).
+TEST(RunCli, AMillionCellDryRunIsRefusedAtOnce) {
+  test::TempDir dir;
+  std::string seeds = "[", windows = "[";
+  for (int i = 0; i < 1000; ++i) seeds += (i ? ", " : "") + std::to_string(i), windows += (i ? ", " : "") + std::to_string(i + 1);
+  std::ofstream(dir / "big.yaml") << "name: big\nmodels:\n  - {name: tiny, make: {shape: tiny}}\ntasks:\n"
+                                  << "  - {name: ppl, params: {text: big.yaml, ctx: 64}, sweep: {max_windows: " << windows
+                                  << "]}}\nmethods: [fp16]\nsweep:\n  seed: " << seeds << "]\n";
+  expect_one_line_error(run_kvlab({"run", dir / "big.yaml", "--dry-run"}, dir),
+                        {"big.yaml: the grid has 1000000 cells, more than the limit of 100000", "sweep 'seed' (1000 values)",
+                         "'max_windows' (1000 values)"});
+  expect_one_line_error(run_kvlab({"slurm", dir / "big.yaml", "--array", "4"}, dir), {"1000000 cells"});
 }
 
 }  // namespace

@@ -463,6 +463,32 @@ TEST(SafetensorsCheckpoint, IndexErrors) {
   expect_error(error_of([&] { SafetensorsCheckpoint ck(dir.str()); }), dir.file(kShard1), {"truncated"});
 }
 
+// A downloaded index may name any path: only files inside the checkpoint folder are read, and the
+// refusal does not echo another file's bytes.
+TEST(SafetensorsCheckpoint, IndexCannotReachOutsideTheFolder) {
+  TempDir outer;
+  fs::create_directories(outer.file("ck/sub"));
+  TempDir dir;  // a stand-in handle for outer/ck: write_shards wants a TempDir
+  const std::string ck = outer.file("ck"), index = outer.file("ck/model.safetensors.index.json");
+  write_shards(dir);
+  fs::copy_file(dir.file(kShard1), outer.file("outside.safetensors"));  // a valid file, but outside
+  fs::copy_file(dir.file(kShard1), outer.file("ck/sub/" + std::string(kShard1)));
+  fs::copy_file(dir.file(kShard2), outer.file("ck/" + std::string(kShard2)));
+  auto index_with = [&](const std::string& a_shard) {
+    write_bytes(index, fmt::format(R"({{"weight_map": {{"a": "{}", "c": "{}"}}}})", a_shard, kShard2));
+  };
+  for (const std::string& bad : std::vector<std::string>{"/etc/passwd", "../outside.safetensors",
+                                                        "sub/../../outside.safetensors", outer.file("outside.safetensors")}) {
+    index_with(bad);
+    const std::string e = error_of([&] { SafetensorsCheckpoint c(ck); });
+    expect_error(e, index, {"'a'", "outside the checkpoint folder"});
+    EXPECT_EQ(e.find("root:"), std::string::npos) << e;
+  }
+  index_with(std::string("sub/") + kShard1);  // a subfolder is inside
+  SafetensorsCheckpoint c(ck);
+  EXPECT_EQ(floats(c.tensor("a")), (std::vector<float>{1.0f, -2.5f}));
+}
+
 TEST(SafetensorsCheckpoint, NeitherLayout) {
   TempDir dir;
   write_bytes(dir.file("pytorch_model.bin"), "not ours");

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -62,6 +63,8 @@ std::unique_ptr<KvMethod> method_from_options(const po::variables_map& vm) {
 }
 
 std::string read_text_file(const std::string& path) {
+  // A directory opens as a stream that reads nothing (an empty text, no word of why).
+  if (std::filesystem::is_directory(path)) fail("{}: is a directory, not a text file", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open text file", path);
   std::ostringstream ss;

@@ -41,6 +41,13 @@ std::vector<T> comma_list(const std::string& text, const std::string& option) {
   return out;
 }
 
+// An integer flag's value, refused below `min` naming the flag.
+int64_t at_least(const po::variables_map& vm, const std::string& flag, int64_t min) {
+  const int64_t v = vm[flag].as<int64_t>();
+  if (v < min) fail("--{} {}: must be at least {}", flag, v, min);
+  return v;
+}
+
 std::string bucket_text(double v) { return std::isnan(v) ? "-" : fmt::format("{:.2f}", v); }
 
 }  // namespace
@@ -66,6 +73,9 @@ int eval_longbench(const Args& args) {
   if (!vm) return 0;
 
   const std::string model_dir = (*vm)["model"].as<std::string>();
+  at_least(*vm, "max-length", 0);
+  at_least(*vm, "max-new", 0);
+  at_least(*vm, "batch", 1);
   longbench::EvalOptions opt;
   opt.data_dir = (*vm)["data"].as<std::string>();
   opt.tasks = longbench::expand_task_list((*vm)["tasks"].as<std::string>());
@@ -145,6 +155,10 @@ int eval_synthetic(const Args& args, SyntheticKind kind) {
   if (!vm) return 0;
 
   const std::string model_dir = (*vm)["model"].as<std::string>();
+  at_least(*vm, "samples", 1);
+  at_least(*vm, "batch", 1);
+  at_least(*vm, "max-new", 1);
+  at_least(*vm, "digits", 1);
   const auto lengths = comma_list<int64_t>((*vm)["lengths"].as<std::string>(), "lengths");
   const auto depths = comma_list<double>((*vm)["depths"].as<std::string>(), "depths");
   auto tok = load_tokenizer(model_dir);

@@ -49,7 +49,8 @@ int make_model(const Args& args) {
   std::string shapes;
   for (const auto& n : ModelConfig::shape_names()) shapes += (shapes.empty() ? "" : ", ") + n;
   desc.add_options()
-    ("out", po::value<std::string>()->required(), "output checkpoint directory")
+    ("out", po::value<std::string>()->required(), "output checkpoint directory (new or empty)")
+    ("force", "write into a non-empty --out (files of the same names are replaced, others stay)")
     ("shape", po::value<std::string>()->default_value("tiny"), ("named shape: " + shapes).c_str())
     ("random", "random weights (normal, std 0.02); the only initialisation, accepted for clarity")
     ("seed", po::value<uint64_t>()->default_value(0), "random seed")
@@ -97,6 +98,14 @@ int make_model(const Args& args) {
   c.validate("make-model options");
 
   const std::string out = (*vm)["out"].as<std::string>();
+  // Never replace another checkpoint by accident: its README or training log would stay behind,
+  // describing a model that is no longer there.
+  if (std::filesystem::exists(out)) {
+    if (!std::filesystem::is_directory(out)) fail("--out {}: exists and is not a directory", out);
+    if (!std::filesystem::is_empty(out) && !vm->count("force"))
+      fail("--out {}: the folder is not empty (it may hold another checkpoint); choose a new folder, or pass --force "
+           "to write into it", out);
+  }
   RandomCheckpointOptions opt;
   opt.seed = (*vm)["seed"].as<uint64_t>();
   opt.init_std = (*vm)["init-std"].as<double>();

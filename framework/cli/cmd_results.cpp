@@ -1,6 +1,8 @@
 // kvlab results show|export|merge: read, export and join results stores (kvlab/results/).
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <iostream>
 
@@ -108,14 +110,49 @@ int merge(const Args& args) {
     if (fs::exists(out) && fs::exists(in) && fs::equivalent(in, out)) fail("results merge: input {} is the output", in);
     sources.push_back(std::make_unique<ResultsStore>(in, ResultsStore::Mode::ReadOnly));
   }
-  ResultsStore target(out);
-  int64_t added = 0;
-  for (const auto& s : sources) {
-    const int64_t n = target.merge_from(*s);
-    fmt::print("{}: {} cells, {} new\n", s->path(), s->count(), n);
-    added += n;
+  std::vector<const ResultsStore*> from;
+  for (const auto& s : sources) from.push_back(s.get());
+  auto report = [&](const ResultsStore& target, const std::vector<int64_t>& added) {
+    int64_t total = 0;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      fmt::print("{}: {} cells, {} new\n", sources[i]->path(), sources[i]->count(), added[i]);
+      total += added[i];
+    }
+    fmt::print("{}: {} cells ({} added)\n", out, target.count(), total);
+  };
+  if (fs::exists(out)) {
+    // One transaction: a conflict leaves the store exactly as it was.
+    ResultsStore target(out);
+    report(target, target.merge_from(from));
+    return 0;
   }
-  fmt::print("{}: {} cells ({} added)\n", out, target.count(), added);
+  // A new store is built beside its final name and linked into place only when complete, so a
+  // conflict (or a kill) never leaves a partial store under that name.
+  const fs::path final_path = fs::absolute(out);
+  fs::create_directories(final_path.parent_path());
+  const std::string temp =
+      (final_path.parent_path() / fmt::format(".{}.merging-{}", final_path.filename().string(), getpid())).string();
+  auto remove_temp = [&] {
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(temp + suffix, ec);
+  };
+  try {
+    std::vector<int64_t> added;
+    {
+      ResultsStore target(temp);
+      added = target.merge_from(from);
+    }
+    // link() refuses to replace a store that appeared meanwhile (rename would drop it).
+    if (link(temp.c_str(), final_path.c_str()) != 0) {
+      if (errno == EEXIST) fail("results merge: {} appeared while merging; run the merge again to add to it", out);
+      fs::rename(temp, final_path);
+    }
+    remove_temp();
+    report(ResultsStore(out, ResultsStore::Mode::ReadOnly), added);
+  } catch (...) {
+    remove_temp();
+    throw;
+  }
   return 0;
 }
 

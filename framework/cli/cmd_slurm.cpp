@@ -64,7 +64,7 @@ int slurm(const Args& args) {
   fmt::print("experiment {}: {} cells in {} shards ({} to {} cells each)\n", spec.name, grid.cells.size(), o.array,
              grid.cells.size() / o.array, (grid.cells.size() + o.array - 1) / o.array);
   fmt::print("wrote {}\n      {}\n      {}\n", f.array_script, f.merge_script, f.submit_script);
-  fmt::print("submit: bash {}   (the merged results land in {})\n", f.submit_script, o.store);
+  fmt::print("submit: bash {}   (the merged results land in {})\n", shell_quote(f.submit_script), o.store);
   return 0;
 }
 

@@ -76,6 +76,9 @@ class KvmixMethod : public KvMethod {
              given.front());
     }
     file_ = kvmix::read_plan_file(plan);
+    // A plan written for another method (a KVTuner or MixKVQ plan, say) has bits chosen for another cache.
+    if (file_.method != "kvmix")
+      fail("{}: method is '{}', expected 'kvmix' (a plan is written for one method)", plan, file_.method);
     if (from == "scores") {
       file_.scores("k");
       file_.scores("v");

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 
 namespace kvlab::kvmix {
 namespace {
@@ -94,7 +95,10 @@ PlanFile read_plan_file(const std::string& path) {
     root = YAML::LoadFile(path);
   } catch (const YAML::Exception& e) {
     fail("{}: not valid YAML: {}", path, e.what());
+  } catch (const std::exception& e) {  // e.g. a directory: the stream fails with "Is a directory"
+    fail("plan file {}: cannot be read: {}", path, e.what());
   }
+  refuse_duplicate_yaml_keys(path);
   if (!root.IsMap()) fail("{}: expected a map with keys method, num_layers, layers", path);
   PlanFile plan;
   plan.source = path;

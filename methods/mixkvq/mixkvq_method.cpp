@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "channel_salience.h"
 #include "kvlab/common/error.h"
@@ -151,7 +152,13 @@ class MixKvqMethod : public KvMethod {
         for (int64_t h = 0; h < H; ++h) {
           if (static_cast<int64_t>(sal[static_cast<size_t>(h)].size()) != D)
             fail("{}[{}]: {} values for head_dim {}", file.where(l, "k_salience"), h, sal[static_cast<size_t>(h)].size(), D);
-          for (int64_t d = 0; d < D; ++d) s[h][d] = sal[static_cast<size_t>(h)][static_cast<size_t>(d)];
+          for (int64_t d = 0; d < D; ++d) {
+            const double v = sal[static_cast<size_t>(h)][static_cast<size_t>(d)];
+            // NaN would break the ranking's ordering (and inf tie every channel it touches).
+            if (!std::isfinite(v))
+              fail("{}[{}][{}]: {} is not a finite number", file.where(l, "k_salience"), h, d, v);
+            s[h][d] = v;
+          }
         }
         exact = top_channels(s, exact_count(fraction, D));
       } else {

@@ -269,9 +269,9 @@ at::Tensor QuantizedStream::exact_rows() const {
 
 at::Tensor QuantizedStream::dequantized() const {
   const bool on_device = full_buf_.defined() && !full_buf_.is_cpu();
-  at::Tensor out = at::empty({B_, H_, packed_, Dq_}, at::TensorOptions().dtype(at::kFloat).device(
-                                                         on_device ? full_buf_.device() : at::Device(at::kCPU)));
-  if (packed_ == 0) return out;
+  const auto fopt = at::TensorOptions().dtype(at::kFloat).device(on_device ? full_buf_.device() : at::Device(at::kCPU));
+  if (packed_ == 0) return at::empty({B_, H_, 0, D_}, fopt);  // every channel, exact ones included
+  at::Tensor out = at::empty({B_, H_, packed_, Dq_}, fopt);
   if (on_device) {
     out = dequantized_by_tensor_ops();
     if (!has_exact_channels()) return out;

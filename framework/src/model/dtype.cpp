@@ -3,6 +3,10 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
+#include <fmt/format.h>
+#include <sched.h>
+
+#include <algorithm>
 #include <thread>
 
 #include "kvlab/common/error.h"
@@ -39,9 +43,25 @@ c10::Device parse_device(const std::string& name) {
   return device;
 }
 
-void set_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+int available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+int set_threads(int n, const std::string& what) {
+  if (n < 0) fail("{} {}: give 0 (every core) or a positive count", what, n);
+  const int cores = available_cores();
+  if (n == 0) {
+    n = cores;
+  } else if (n > cores) {
+    // More threads than cores only adds contention: LibTorch's workers spin and wait on each other.
+    fmt::print(stderr, "kvlab: {} {} exceeds the {} cores available; using {}\n", what, n, cores, cores);
+    n = cores;
+  }
   at::set_num_threads(n);
+  return n;
 }
 
 }  // namespace kvlab

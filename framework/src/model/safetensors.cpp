@@ -362,6 +362,13 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& dir) : dir_(dir)
     const std::string file = shard.get<std::string>();
     auto it = shard_ids.find(file);
     if (it == shard_ids.end()) {
+      // A downloaded index names its shards: only relative paths that stay in the folder are read
+      // (an absolute path or '..' could open any file on the machine).
+      const fs::path rel = fs::path(file).lexically_normal();
+      if (file.empty() || rel.is_absolute() || rel.has_root_name() || rel.has_root_directory() ||
+          (!rel.empty() && *rel.begin() == ".."))
+        fail("{}: shard {} (holding tensor {}) is outside the checkpoint folder; only files inside it are read", ipath,
+             quote(file), quote(name));
       const fs::path shard_path = fs::path(dir) / file;
       if (!fs::is_regular_file(shard_path, ec)) {
         fail("{}: shard {} (holding tensor {}) does not exist: {}", ipath, quote(file), quote(name),

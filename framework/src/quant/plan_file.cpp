@@ -8,6 +8,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 
 namespace kvlab {
 namespace {
@@ -45,7 +46,10 @@ PlanFile PlanFile::load(const std::string& path) {
     fail("plan file {}: cannot be read", path);
   } catch (const YAML::Exception& e) {
     fail("plan file {}:{}: {}", path, e.mark.line + 1, e.msg);
+  } catch (const std::exception& e) {  // e.g. a directory: the stream fails with "Is a directory"
+    fail("plan file {}: cannot be read: {}", path, e.what());
   }
+  refuse_duplicate_yaml_keys(path);
   if (!root.IsMap()) fail("plan file {}: expected a YAML map with method, num_layers and layers", path);
   PlanFile p;
   p.path = path;

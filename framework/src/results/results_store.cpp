@@ -163,6 +163,16 @@ std::string json_scalar_text(const nlohmann::json& v) {
   return v.dump();
 }
 
+// A file path for an SQLite URI ("file:<path>?..."): '%', '?' and '#' percent-encoded.
+std::string uri_path(const std::string& path) {
+  std::string out;
+  for (char c : std::filesystem::absolute(path).string()) {
+    if (c == '%' || c == '?' || c == '#') out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    else out += c;
+  }
+  return out;
+}
+
 std::ofstream open_output(const std::string& path) {
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
@@ -198,30 +208,57 @@ ResultsStore::ResultsStore(const std::string& path, Mode mode) : path_(path) {
     const auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
   }
-  const int flags = mode == Mode::ReadOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-  if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
-    const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+  auto open = [&](const std::string& name, int flags) {
+    if (sqlite3_open_v2(name.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
+      const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      db_ = nullptr;
+      fail("{}: cannot open results store: {}", path, msg);
+    }
+    // Writers from several processes (shards on one machine) wait for each other instead of failing.
+    sqlite3_busy_timeout(db_, 60000);
+  };
+  open(path, mode == Mode::ReadOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  // SQLite opens a file it may not write (permissions, a read-only disk) read-only without a word:
+  // say so here rather than fail on the first write.
+  if (mode == Mode::ReadWrite && sqlite3_db_readonly(db_, "main") == 1) {
     sqlite3_close(db_);
     db_ = nullptr;
-    fail("{}: cannot open results store: {}", path, msg);
+    fail("{}: the results store is read-only here (the file, its folder or its disk cannot be written)", path);
   }
-  // Writers from several processes (shards on one machine) wait for each other instead of failing.
-  sqlite3_busy_timeout(db_, 60000);
-  try {
-    if (mode == Mode::ReadWrite) {
+  auto close_and_fail = [&](const std::string& message) {
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw Error(message);
+  };
+  if (mode == Mode::ReadWrite) {
+    try {
       exec("PRAGMA journal_mode=WAL");
       exec("PRAGMA synchronous=FULL");
       exec(kSchema);
+    } catch (const Error& e) {
+      const int code = sqlite3_extended_errcode(db_) & 0xff;
+      if (code == SQLITE_READONLY || code == SQLITE_CANTOPEN || code == SQLITE_PERM || code == SQLITE_IOERR)
+        close_and_fail(fmt::format("{}: cannot write the results store: {}", path, sqlite3_errmsg(db_)));
+      close_and_fail(fmt::format("{}: not a kvlab results store ({})", path, e.what()));
     }
-    // Is this a kvlab store? The cells table must have our columns.
+  } else if (sqlite3_exec(db_, "SELECT 1 FROM sqlite_master LIMIT 1", nullptr, nullptr, nullptr) != SQLITE_OK &&
+             ((sqlite3_extended_errcode(db_) & 0xff) == SQLITE_CANTOPEN ||
+              (sqlite3_extended_errcode(db_) & 0xff) == SQLITE_READONLY)) {
+    // A WAL store in a folder or on a disk we cannot write, without its -shm file: SQLite reads it
+    // only as immutable (nothing we could see is writing it there).
+    sqlite3_close(db_);
+    db_ = nullptr;
+    open("file:" + uri_path(path) + "?immutable=1", SQLITE_OPEN_READONLY | SQLITE_OPEN_URI);
+  }
+  // Is this a kvlab store? The cells table must have our columns.
+  try {
     Statement s(db_, std::string("SELECT ") + kCellColumns + " FROM cells LIMIT 0", path_);
     s.step();
     Statement m(db_, "SELECT cell_id, name, value FROM metrics LIMIT 0", path_);
     m.step();
   } catch (const Error& e) {
-    sqlite3_close(db_);
-    db_ = nullptr;
-    fail("{}: not a kvlab results store ({})", path, e.what());
+    close_and_fail(fmt::format("{}: not a kvlab results store ({})", path, e.what()));
   }
 }
 
@@ -296,21 +333,36 @@ ResultsStore::Insert ResultsStore::insert(const CellRecord& c) {
   return Insert::Added;
 }
 
-int64_t ResultsStore::merge_from(const ResultsStore& source) {
-  const auto incoming = source.cells();
-  std::vector<const CellRecord*> to_add;
-  std::set<std::string> seen;
-  for (const auto& c : incoming) {
-    if (auto existing = find(c.cell_id)) {
-      std::string why;
-      if (!existing->same_result(c, 1e-6, &why))
-        fail("merge {} into {}: cell {} ({}) differs: {}", source.path(), path_, c.cell_id, c.slug, why);
-      continue;
-    }
-    if (seen.insert(c.cell_id).second) to_add.push_back(&c);
-  }
+int64_t ResultsStore::merge_from(const ResultsStore& source) { return merge_from({&source})[0]; }
+
+std::vector<int64_t> ResultsStore::merge_from(const std::vector<const ResultsStore*>& sources) {
+  std::vector<std::vector<CellRecord>> incoming;
+  for (const ResultsStore* s : sources) incoming.push_back(s->cells());
+  std::vector<int64_t> added(sources.size(), 0);
+  // Checked and written in one transaction: an error anywhere leaves the store as it was.
   exec("BEGIN IMMEDIATE");
   try {
+    std::map<std::string, std::pair<const CellRecord*, size_t>> adding;  // id -> cell, its source
+    std::vector<const CellRecord*> to_add;                               // in the sources' order
+    for (size_t i = 0; i < sources.size(); ++i) {
+      for (const auto& c : incoming[i]) {
+        std::string why;
+        if (auto existing = find(c.cell_id)) {
+          if (!existing->same_result(c, 1e-6, &why))
+            fail("merge {} into {}: cell {} ({}) differs: {}", sources[i]->path(), path_, c.cell_id, c.slug, why);
+          continue;
+        }
+        const auto [it, fresh] = adding.emplace(c.cell_id, std::make_pair(&c, i));
+        if (!fresh) {
+          if (!it->second.first->same_result(c, 1e-6, &why))
+            fail("merge {} into {}: cell {} ({}) differs from the one in {}: {}", sources[i]->path(), path_,
+                 c.cell_id, c.slug, sources[it->second.second]->path(), why);
+          continue;
+        }
+        to_add.push_back(&c);
+        ++added[i];
+      }
+    }
     CellWriter writer(db_, path_);
     for (const CellRecord* c : to_add) writer.write(*c);
     exec("COMMIT");
@@ -318,7 +370,7 @@ int64_t ResultsStore::merge_from(const ResultsStore& source) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
-  return static_cast<int64_t>(to_add.size());
+  return added;
 }
 
 std::vector<std::string> metric_names(const std::vector<CellRecord>& cells) {

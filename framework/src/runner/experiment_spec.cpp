@@ -9,6 +9,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/eval/task.h"
 #include "kvlab/model/model_config.h"
@@ -367,13 +368,18 @@ MethodEntry read_method(const Reader& r, const YAML::Node& node, const std::map<
 }
 
 YAML::Node load_yaml(const std::string& path) {
+  YAML::Node root;
   try {
-    return YAML::LoadFile(path);
+    root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
     fail("{}: cannot read the file", path);
   } catch (const YAML::ParserException& e) {
     fail("{}:{}:{}: YAML syntax error: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg);
+  } catch (const std::exception& e) {  // e.g. a directory: the stream fails with "Is a directory"
+    fail("{}: cannot read the file: {}", path, e.what());
   }
+  refuse_duplicate_yaml_keys(path);
+  return root;
 }
 
 void read_presets(const Reader& r, const YAML::Node& node, std::map<std::string, MethodEntry>& presets,

@@ -109,9 +109,16 @@ bool entry_sweeps(const std::vector<SweepAxis>& sweep, const std::string& param,
 }
 
 // Builds a parameter map: the entry's own params plus assignments (keys not already present).
+//
+// Memory: yaml-cpp merges the node pool of every node inserted into a map into the map's pool, and
+// points the inserted node's pool (the spec's, shared by all its nodes) at the result. With a fresh
+// pool per map, each map took in the spec's pool, which by then held every earlier map's nodes:
+// memory quadratic in the cells. Every map is therefore made inside one shared pool (`arena`), into
+// which the spec's pool is merged once.
 class ParamsBuilder {
  public:
-  explicit ParamsBuilder(const YAML::Node& base) : node_(YAML::NodeType::Map) {
+  ParamsBuilder(const YAML::Node& base, YAML::Node& arena) : node_(YAML::NodeType::Map) {
+    arena.push_back(node_);  // node_'s pool is now the arena's
     if (base && base.IsMap())
       for (const auto& kv : base) node_.force_insert(kv.first, kv.second), keys_[kv.first.Scalar()] = "params";
   }
@@ -239,6 +246,41 @@ std::string given_params_text(const ParamSet& p, const std::vector<ParamSpec>& s
   return join(parts, ",");
 }
 
+// The grid's size before repeated configs collapse: models x top-level sweep points x the task
+// entries' variants x the method entries' variants. Refused over the limit, before anything is
+// expanded, naming the factors.
+void check_grid_size(const ExperimentSpec& spec, int64_t max_cells) {
+  auto plural = [](double n, const std::string& word) { return fmt::format("{:.0f} {}{}", n, word, n == 1 ? "" : "s"); };
+  auto axis_text = [](const SweepAxis& a) { return fmt::format("sweep '{}' ({} values)", a.key, a.values.size()); };
+  double cells = static_cast<double>(spec.models.size());  // double: 10 axes of 100 values overflow int64
+  std::vector<std::string> factors{plural(cells, "model")};
+  for (const auto& a : spec.sweep) {
+    cells *= static_cast<double>(a.values.size());
+    factors.push_back(axis_text(a));
+  }
+  auto variants = [&](const auto& entries, const std::string& kind) {
+    double total = 0;
+    std::vector<std::string> swept;
+    for (const auto& e : entries) {
+      double n = 1;
+      std::vector<std::string> axes;
+      for (const auto& a : e.sweep) {
+        n *= static_cast<double>(a.values.size());
+        axes.push_back(axis_text(a));
+      }
+      total += n;
+      if (!axes.empty()) swept.push_back(e.name + ": " + join(axes, " x "));
+    }
+    factors.push_back(plural(total, kind + " variant") + (swept.empty() ? "" : " (" + join(swept, "; ") + ")"));
+    return total;
+  };
+  cells *= variants(spec.tasks, "task");
+  cells *= variants(spec.methods, "method");
+  if (cells > static_cast<double>(max_cells))
+    fail("{}: the grid has {:.0f} cells, more than the limit of {}: {}; split it into several experiments", spec.file,
+         cells, max_cells, join(factors, " x "));
+}
+
 }  // namespace
 
 Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
@@ -247,7 +289,8 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
   const auto& method_reg = MethodRegistry::instance();
   const auto& cal_reg = CalibrationRegistry::instance();
 
-  // Structure first: sweep keys against the parameters they name.
+  // Structure first: the grid's size, sweep keys against the parameters they name.
+  check_grid_size(spec, opt.max_cells);
   check_top_level_sweep(spec);
   for (const auto& te : spec.tasks)
     check_entry_sweep(te.sweep, task_reg.find(te.name).params, nullptr, te.params, YAML::Node(),
@@ -275,6 +318,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
 
   std::set<std::string> seen;
   std::set<std::string> noted_uncalibrated;
+  YAML::Node arena(YAML::NodeType::Sequence);  // the one node pool of every cell's parameter maps
   const auto points = grid_points(spec.sweep);
   for (size_t mi = 0; mi < spec.models.size(); ++mi) {
     const ModelEntry& model = spec.models[mi];
@@ -293,7 +337,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
       for (const auto& te : spec.tasks) {
         const TaskInfo& tinfo = task_reg.find(te.name);
         for (const auto& tvar : grid_points(te.sweep)) {
-          ParamsBuilder tb(te.params);
+          ParamsBuilder tb(te.params, arena);
           for (const auto& [axis, a] : tvar) tb.set(a.first->param, a.second, "sweep '" + axis->key + "'", axis->where);
           for (const auto& [axis, a] : point) {
             const auto& t = *a.first;
@@ -323,7 +367,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
             const MethodInfo& minfo = method_reg.find(me.name);
             const CalibrationInfo* step = cal_reg.for_method(me.name);
             for (const auto& mvar : grid_points(me.sweep)) {
-              ParamsBuilder mb(me.params), cb(me.calibration);
+              ParamsBuilder mb(me.params, arena), cb(me.calibration, arena);
               for (const auto& [axis, a] : mvar)
                 (a.first->calibration ? cb : mb).set(a.first->param, a.second, "sweep '" + axis->key + "'", axis->where);
               for (const auto& [axis, a] : point) {

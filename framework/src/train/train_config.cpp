@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/yaml_file.h"
 #include "kvlab/common/strings.h"
 
 namespace kvlab {
@@ -101,7 +102,10 @@ TrainConfig load_train_config(const std::string& path) {
     fail("{}: cannot read the train config", path);
   } catch (const YAML::Exception& e) {
     fail("{}:{}: malformed YAML: {}", path, e.mark.line + 1, e.msg);
+  } catch (const std::exception& e) {  // e.g. a directory: the stream fails with "Is a directory"
+    fail("{}: cannot read the train config: {}", path, e.what());
   }
+  refuse_duplicate_yaml_keys(path);
   return parse_train_config(root, path);
 }
 

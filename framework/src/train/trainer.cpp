@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -145,7 +146,7 @@ void truncate_log(const std::string& path, int64_t step) {
 TrainSummary train_model(const TrainConfig& config_in, const TrainRun& run) {
   TrainConfig cfg = config_in;
   const ParamSet& tp = cfg.train;
-  set_threads(static_cast<int>(tp.integer("threads")));
+  set_threads(static_cast<int>(std::clamp<int64_t>(tp.integer("threads"), -1, 1 << 20)), "train.threads");
   fs::create_directories(run.out);
 
   // Tokenizer: trained on the training text once; a resumed run reuses it.

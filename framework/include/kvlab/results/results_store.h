@@ -64,6 +64,9 @@ class ResultsStore {
   // Adds every cell of `source` not yet here, in one transaction; all conflicts are checked first,
   // so on an error nothing is written. Returns the number of cells added.
   int64_t merge_from(const ResultsStore& source);
+  // The same for several sources in one transaction: conflicts with the cells here and between the
+  // sources are all checked first. Returns the number of cells each source adds.
+  std::vector<int64_t> merge_from(const std::vector<const ResultsStore*>& sources);
 
  private:
   void exec(const std::string& sql) const;

@@ -40,6 +40,7 @@ struct Grid {
 struct GridOptions {
   bool allow_absent_models = false;     // dry runs: validate against the entry's `shape`
   std::string cache_dir;                // where cached calibration plans are looked up ("" = none)
+  int64_t max_cells = 100000;           // a larger grid is refused before it is expanded
 };
 
 Grid build_grid(const ExperimentSpec& spec, const GridOptions& options);

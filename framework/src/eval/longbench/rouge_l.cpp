@@ -9,6 +9,8 @@
 //     only when strictly longer, else left);
 //   - the reconstruction is recursive, so a path longer than Python's stack allows raises, and the
 //     benchmark scores that 0.
+#include <algorithm>
+#include <cstddef>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -46,17 +48,35 @@ class WordIds {
 
 // The words of the package's reconstructed LCS of x (reference) and y (hypothesis), added to
 // `hits`. False if the recursive reconstruction would exceed Python's recursion limit.
+//
+// Memory: the walk back from (n, m) needs the table itself, not only the LCS length, because which
+// LCS it reconstructs decides the words. But within the limit it takes fewer than
+// W = kRougeMaxReconCalls steps, each lowering i and j by at most one, so it only reads rows >= n - W
+// and columns >= m - W. The table is computed row by row in two rows of m + 1 (as the linear-memory
+// LCS length is) and only that corner, at most (W + 1)^2 entries, is kept: O(m + W^2) memory instead
+// of O(n m), the same walk. The walk takes at least min(n, m) steps, so when min(n, m) >= W the
+// package fails and nothing needs computing.
 bool add_lcs_words(const Sentence& x, const Sentence& y, std::unordered_set<int>& hits) {
   const size_t n = x.size(), m = y.size();
-  std::vector<int> table((n + 1) * (m + 1), 0);  // [n+1, m+1] LCS lengths of prefixes
-  auto at = [&](size_t i, size_t j) -> int& { return table[i * (m + 1) + j]; };
-  for (size_t i = 1; i <= n; ++i)
+  const size_t limit = kRougeMaxReconCalls;
+  if (std::min(n, m) + 1 > limit) return false;  // at least min(n, m) + 1 calls
+  const size_t row0 = n > limit ? n - limit : 0, col0 = m > limit ? m - limit : 0;
+  const size_t cols = m - col0 + 1;
+  std::vector<int> corner((n - row0 + 1) * cols, 0);  // [n - row0 + 1, m - col0 + 1]: rows row0..n, cols col0..m
+  std::vector<int> prev(m + 1, 0), row(m + 1, 0);     // [m + 1] LCS lengths of x[:i-1] / x[:i] and y[:j]
+  for (size_t i = 1; i <= n; ++i) {
     for (size_t j = 1; j <= m; ++j)
-      at(i, j) = x[i - 1] == y[j - 1] ? at(i - 1, j - 1) + 1 : std::max(at(i - 1, j), at(i, j - 1));
+      row[j] = x[i - 1] == y[j - 1] ? prev[j - 1] + 1 : std::max(prev[j], row[j - 1]);
+    if (i >= row0)
+      std::copy(row.begin() + static_cast<std::ptrdiff_t>(col0), row.end(),
+                corner.begin() + static_cast<std::ptrdiff_t>((i - row0) * cols));
+    std::swap(prev, row);
+  }
+  auto at = [&](size_t i, size_t j) { return corner[(i - row0) * cols + (j - col0)]; };
 
   std::vector<int> words;
   size_t i = n, j = m;
-  int64_t calls = 1;  // the package's _recon(i, j) calls along the path, the base case included
+  size_t calls = 1;  // the package's _recon(i, j) calls along the path, the base case included
   while (i > 0 && j > 0) {
     if (x[i - 1] == y[j - 1]) {
       words.push_back(x[i - 1]);
@@ -66,9 +86,8 @@ bool add_lcs_words(const Sentence& x, const Sentence& y, std::unordered_set<int>
     } else {
       --j;
     }
-    ++calls;
+    if (++calls > limit) return false;  // so far fewer than `limit` steps: i, j stay in the corner
   }
-  if (calls > kRougeMaxReconCalls) return false;
   hits.insert(words.begin(), words.end());
   return true;
 }

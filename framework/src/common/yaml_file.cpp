@@ -1,0 +1,79 @@
+#include "kvlab/common/yaml_file.h"
+
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/exceptions.h>
+#include <yaml-cpp/mark.h>
+#include <yaml-cpp/parser.h>
+
+#include <fstream>
+#include <map>
+#include <vector>
+
+#include "kvlab/common/error.h"
+
+namespace kvlab {
+namespace {
+
+// Follows the event stream with a stack of open collections; in a map, nodes alternate key, value.
+class DuplicateKeyFinder : public YAML::EventHandler {
+ public:
+  explicit DuplicateKeyFinder(const std::string& path) : path_(path) {}
+
+  void OnDocumentStart(const YAML::Mark&) override { open_.clear(); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark, nullptr); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark, nullptr); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string& value) override {
+    node(mark, &value);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(mark, nullptr);
+    open_.push_back({false, true, {}});
+  }
+  void OnSequenceEnd() override { open_.pop_back(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(mark, nullptr);
+    open_.push_back({true, true, {}});
+  }
+  void OnMapEnd() override { open_.pop_back(); }
+
+ private:
+  struct Collection {
+    bool is_map;
+    bool expect_key;                    // maps: the next node is a key
+    std::map<std::string, int> keys;    // scalar key -> its line (1-based)
+  };
+
+  // A node starts; `scalar` is its text when it is a scalar.
+  void node(const YAML::Mark& mark, const std::string* scalar) {
+    if (open_.empty() || !open_.back().is_map) return;
+    Collection& map = open_.back();
+    if (map.expect_key && scalar) {
+      const auto [it, fresh] = map.keys.emplace(*scalar, mark.line + 1);
+      if (!fresh)
+        fail("{}:{}: key '{}' appears twice in one map (first at line {}); remove one", path_, mark.line + 1, *scalar,
+             it->second);
+    }
+    map.expect_key = !map.expect_key;
+  }
+
+  std::string path_;
+  std::vector<Collection> open_;
+};
+
+}  // namespace
+
+void refuse_duplicate_yaml_keys(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;  // the caller's load reports an unreadable file
+  DuplicateKeyFinder finder(path);
+  try {
+    YAML::Parser parser(in);
+    while (parser.HandleNextDocument(finder)) {
+    }
+  } catch (const YAML::Exception&) {
+    // A syntax error: the caller's own load reports it with its position.
+  }
+}
+
+}  // namespace kvlab
