@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/model/dtype.h"
 
 namespace kvlab::cli {
@@ -45,6 +46,7 @@ LlamaModel load_model_from_options(const po::variables_map& vm) {
 }
 
 std::string read_text_file(const std::string& path) {
+  check_input_file(path, "text file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open text file", path);
   std::ostringstream ss;

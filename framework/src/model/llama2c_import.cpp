@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/model/safetensors.h"
 #include "kvlab/tokenizer/llama2c_tokenizer.h"
 
@@ -40,6 +41,7 @@ at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads) {
 }  // namespace
 
 Llama2cHeader read_llama2c_header(const std::string& path) {
+  check_input_file(path, "llama2.c model");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail("{}: cannot open llama2.c model", path);
   const int64_t size = static_cast<int64_t>(in.tellg());

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab {
 namespace {
@@ -198,6 +199,7 @@ ResultsStore::ResultsStore(const std::string& path, Mode mode) : path_(path) {
     const auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
   }
+  check_input_file(path, "results store");
   const int flags = mode == Mode::ReadOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
     const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";

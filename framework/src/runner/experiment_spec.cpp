@@ -9,6 +9,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/eval/task.h"
 #include "kvlab/model/model_config.h"
@@ -367,6 +368,7 @@ MethodEntry read_method(const Reader& r, const YAML::Node& node, const std::map<
 }
 
 YAML::Node load_yaml(const std::string& path) {
+  check_input_file(path, "experiment spec", kMaxYamlFileBytes);
   try {
     return YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
@@ -46,6 +47,7 @@ ChatStyle detect_chat_style(const std::string& model_dir) {
   if (model_dir.empty()) return ChatStyle::None;  // a model built in memory
   const auto path = std::filesystem::path(model_dir) / "tokenizer_config.json";
   if (!std::filesystem::exists(path)) return ChatStyle::None;
+  check_input_file(path.string(), "tokenizer config", kMaxJsonFileBytes);
   nlohmann::json j;
   try {
     std::ifstream in(path);
