@@ -131,7 +131,25 @@ TEST(HostileConfig, DimensionsWhoseProductsOverflowAreRefusedNamingTheKey) {
   c.num_attention_heads = int64_t{1} << 40;
   c.head_dim = int64_t{1} << 40;
   EXPECT_EQ(error_of([&] { c.q_dim(); }),
-            "config: q_dim = num_attention_heads x head_dim = 1099511627776 x 1099511627776 overflows a 64-bit integer");
+            "q_dim = num_attention_heads x head_dim = 1099511627776 x 1099511627776 overflows a 64-bit integer");
+  // The caps are chosen so that the widest config within all of them still has a parameter count
+  // that fits in 64 bits (computed here in 128 bits).
+  json wide = tiny_config();
+  wide["vocab_size"] = ModelConfig::kMaxVocabSize;
+  wide["num_hidden_layers"] = ModelConfig::kMaxLayers;
+  wide["hidden_size"] = ModelConfig::kMaxHiddenSize;
+  wide["intermediate_size"] = ModelConfig::kMaxIntermediateSize;
+  wide["num_attention_heads"] = ModelConfig::kMaxHeads;
+  wide["num_key_value_heads"] = ModelConfig::kMaxHeads;
+  wide["head_dim"] = ModelConfig::kMaxHeadDim;
+  wide["attention_bias"] = true;
+  const ModelConfig w = ModelConfig::from_json(wide, "w.json");
+  using i128 = __int128;
+  const i128 wH = w.hidden_size, wq = i128{w.num_attention_heads} * w.head_dim, wkv = wq;
+  const i128 wper = 2 * wH * wq + 2 * wH * wkv + wq + 2 * wkv + 3 * wH * w.intermediate_size + 2 * wH;
+  const i128 wtotal = i128{w.num_hidden_layers} * wper + i128{w.vocab_size} * wH * 2 + wH;
+  ASSERT_LT(wtotal, i128{INT64_MAX});
+  EXPECT_EQ(i128{w.parameter_count()}, wtotal);
   // Every cap at once still fits: the largest valid config's parameter count is computed exactly.
   json big = tiny_config();
   big["vocab_size"] = ModelConfig::kMaxVocabSize;
@@ -241,6 +259,19 @@ TEST(NonRegularFiles, JsonLinesHaveALineLengthLimit) {
       EXPECT_EQ(la, lb);
     }
   }
+}
+
+// Issue 21: under AddressSanitizer, dlopen refuses RTLD_DEEPBIND, so SentencePiece models could not
+// be loaded at all in the sanitizer build; there the shim now gets a link-map namespace of its own.
+// In every build (and under scripts/sanitize.sh in particular) a model loads and round-trips text.
+TEST(SentencePieceShim, LoadsAndRoundTripsInThisBuild) {
+  SentencePieceTokenizer tok(std::string(KVLAB_TEST_DATA) + "/hf_reference/llama_mha/tokenizer.model");
+  EXPECT_GT(tok.vocab_size(), 259);
+  const std::string text = "In the beginning God created the heaven and the earth.";
+  const auto ids = tok.encode(text, true);
+  ASSERT_GT(ids.size(), 2u);
+  EXPECT_EQ(ids[0], 1);  // BOS
+  EXPECT_EQ(tok.decode(ids, true), text);
 }
 
 }  // namespace

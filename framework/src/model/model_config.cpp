@@ -72,15 +72,15 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& src) {
 }  // namespace
 
 int64_t ModelConfig::q_dim() const {
-  return product_or_fail({num_attention_heads, head_dim}, "config: q_dim = num_attention_heads x head_dim");
+  return product_or_fail({num_attention_heads, head_dim}, "q_dim = num_attention_heads x head_dim");
 }
 
 int64_t ModelConfig::kv_dim() const {
-  return product_or_fail({num_key_value_heads, head_dim}, "config: kv_dim = num_key_value_heads x head_dim");
+  return product_or_fail({num_key_value_heads, head_dim}, "kv_dim = num_key_value_heads x head_dim");
 }
 
 int64_t ModelConfig::parameter_count() const {
-  const std::string what = "config: parameter count";
+  const std::string what = "parameter count";
   const int64_t q = q_dim(), kv = kv_dim(), H = hidden_size;
   int64_t attn = product_or_fail({2, H, q}, what);                          // q_proj + o_proj
   attn = sum_or_fail(attn, product_or_fail({2, H, kv}, what), what);          // k_proj + v_proj
@@ -178,7 +178,11 @@ void ModelConfig::validate(const std::string& src) const {
     fail("{}: 'rms_norm_eps' must be a positive finite number, got {}", src, rms_norm_eps);
   if (!(rope_theta > 0) || !std::isfinite(rope_theta))
     fail("{}: 'rope_theta' must be a positive finite number, got {}", src, rope_theta);
-  parameter_count();  // every product the runtime forms fits in 64 bits
+  try {
+    parameter_count();  // every product the runtime forms fits in 64 bits
+  } catch (const Error& e) {
+    fail("{}: {}", src, e.what());
+  }
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {

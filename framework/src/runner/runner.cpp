@@ -271,7 +271,8 @@ RunSummary run_experiment(const ExperimentSpec& spec, const RunOptions& opt) {
     }
     settle(*cell);
   }
-  progress.finish(fmt::format("{} ran, {} failed", summary.ran, summary.failed));
+  progress.finish(fmt::format("{} ran, {} failed{}", summary.ran, summary.failed,
+                              summary.done_elsewhere ? fmt::format(", {} by another run", summary.done_elsewhere) : ""));
   return summary;
 }
 
