@@ -37,7 +37,7 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 start=$(date +%s)
 if [[ ! -f build-fuzz/CMakeCache.txt ]]; then
   cmake -S . -B build-fuzz "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+        -DCMAKE_CXX_COMPILER=clang++ \
         -DKVLAB_SANITIZE=address,undefined -DKVLAB_FUZZ=ON -DKVLAB_TESTS=OFF -DKVLAB_BENCH=OFF
 fi
 build_targets=("${targets[@]}")

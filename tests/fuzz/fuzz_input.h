@@ -17,17 +17,18 @@
 namespace kvlab::fuzz {
 
 inline const std::string& work_dir() {
-  static const std::string dir = [] {
+  // Never destroyed: the exit handler that removes the folder runs after static destructors.
+  static const std::string* dir = [] {
     std::string base = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path().string();
-    std::string templ = base + "/kvlab_fuzz_XXXXXX";
-    if (mkdtemp(templ.data()) == nullptr) std::abort();
+    auto* templ = new std::string(base + "/kvlab_fuzz_XXXXXX");
+    if (mkdtemp(templ->data()) == nullptr) std::abort();
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(work_dir(), ec);
     });
     return templ;
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes the input to <work_dir>/<name> and returns the path.
