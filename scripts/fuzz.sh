@@ -25,7 +25,7 @@ while (($#)); do
 done
 
 parser_targets=(fuzz_safetensors fuzz_model_config fuzz_bpe_tokenizer fuzz_sentencepiece fuzz_llama2c_tokenizer
-                fuzz_plan_file fuzz_kvmix_plan fuzz_longbench_records fuzz_longbench_predictions)
+                fuzz_llama2c_model fuzz_plan_file fuzz_kvmix_plan fuzz_longbench_records fuzz_longbench_predictions)
 core_targets=(fuzz_experiment_spec)
 if ((${#targets[@]} == 0)); then
   targets=("${parser_targets[@]}")

@@ -93,6 +93,16 @@ def main():
     out("fuzz_llama2c_tokenizer", "vocab_exact", struct.pack("<H", len(pieces)) + body)
     out("fuzz_llama2c_tokenizer", "vocab_from_file", struct.pack("<H", 0) + body)
 
+    # llama2.c model.bin: the header and a body of the size it implies (zeros)
+    def llama2c_model(dim, hidden, layers, heads, kv_heads, vocab, seq):
+        hd = dim // heads
+        n = abs(vocab) * dim + layers * dim + layers * dim * heads * hd + 2 * layers * kv_heads * hd * dim
+        n += layers * heads * hd * dim + layers * dim + 3 * layers * hidden * dim + dim + seq * hd
+        n += 0 if vocab > 0 else abs(vocab) * dim
+        return struct.pack("<7i", dim, hidden, layers, heads, kv_heads, vocab, seq) + b"\0" * (4 * n)
+    out("fuzz_llama2c_model", "shared_classifier.bin", llama2c_model(8, 16, 1, 2, 2, 16, 4))
+    out("fuzz_llama2c_model", "separate_gqa.bin", llama2c_model(8, 12, 2, 4, 2, -12, 2))
+
     # plan files (kvtuner / mixkvq layout, and kvmix's)
     out("fuzz_plan_file", "kvtuner.yaml", """method: kvtuner
 model: /models/tiny

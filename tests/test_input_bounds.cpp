@@ -24,6 +24,7 @@
 #include "kvlab/common/input_file.h"
 #include "kvlab/eval/longbench/records.h"
 #include "kvlab/eval/longbench/scorer.h"
+#include "kvlab/model/llama2c_import.h"
 #include "kvlab/model/model_config.h"
 #include "kvlab/model/safetensors.h"
 #include "kvlab/quant/plan_file.h"
@@ -167,6 +168,25 @@ TEST(HostileConfig, DimensionsWhoseProductsOverflowAreRefusedNamingTheKey) {
   inf["rope_theta"] = 1e308;
   inf["rms_norm_eps"] = 0.0;
   EXPECT_NE(error_of([&] { ModelConfig::from_json(inf, "c.json"); }).find("'rms_norm_eps' must be a positive finite"),
+            std::string::npos);
+}
+
+// A llama2.c model.bin header is seven int32 fields: their products overflowed 64 bits, and
+// |INT32_MIN| (the vocabulary's sign marks a separate classifier) is undefined.
+TEST(HostileLlama2c, HeaderProductsAreCheckedAndTheSignedMinimumRefused) {
+  test::TempDir dir;
+  auto header = [&](std::vector<int32_t> v) {
+    const std::string path = dir / "model.bin";
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(v.data()), 4 * v.size());
+    return path;
+  };
+  const int32_t big = 1 << 30;
+  EXPECT_NE(error_of([&] { read_llama2c_header(header({big, big, big, 2, 2, big, 2})); }).find("overflows a 64-bit integer"),
+            std::string::npos);
+  EXPECT_EQ(error_of([&] { read_llama2c_header(header({8, 16, 1, 2, 2, INT32_MIN, 16})); }),
+            dir / "model.bin" + ": header field vocab_size = -2147483648 must be positive");
+  // An honest header of a missing body: the sizes it implies, named.
+  EXPECT_NE(error_of([&] { read_llama2c_header(header({8, 16, 1, 2, 2, -300, 16})); }).find("truncated"),
             std::string::npos);
 }
 
