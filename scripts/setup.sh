@@ -13,6 +13,7 @@ PACKAGES=(
   bible-kjv                                  # the KJV corpus of the reference model (datasets/kjv/prepare.py)
   python3-matplotlib python3-numpy python3-yaml   # plots/ (run with /usr/bin/python3)
   slurm-wlm                                  # Slurm: kvlab slurm array jobs; tests/test_slurm.cpp runs a one-node cluster
+  clang libclang-rt-14-dev llvm-14            # libFuzzer, ASan/UBSan runtimes and the symbolizer (scripts/fuzz.sh, sanitize.sh)
 )
 
 missing=()

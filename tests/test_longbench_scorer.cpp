@@ -61,7 +61,8 @@ TEST(LongBenchScorer, RecursionLimitOfTheRougePackageMatchesTheMeasuredOne) {
 }
 
 TEST(LongBenchScorer, NumpyMeanSumsPairwise) {
-  for (const auto& c : expected()["numpy_mean_cases"]) {
+  const auto e = expected();  // named: a range over a member of a temporary would dangle
+  for (const auto& c : e["numpy_mean_cases"]) {
     const auto values = c["values"].get<std::vector<double>>();
     EXPECT_EQ(numpy_mean(values), c["mean"].get<double>()) << values.size() << " values";
   }
@@ -70,7 +71,8 @@ TEST(LongBenchScorer, NumpyMeanSumsPairwise) {
 }
 
 TEST(LongBenchScorer, RoundingAsPythonAndNumpy) {
-  for (const auto& c : expected()["round_cases"]) {
+  const auto e = expected();
+  for (const auto& c : e["round_cases"]) {
     const double x = c["x"].get<double>();
     EXPECT_EQ(python_round(x, 2), c["python"].get<double>()) << x;
     EXPECT_EQ(numpy_round(x, 2), c["numpy"].get<double>()) << x;

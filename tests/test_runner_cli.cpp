@@ -1,7 +1,9 @@
 // `kvlab run` as a user meets it: a sweep killed with SIGKILL at an arbitrary moment and run again
 // gives the same store as an uninterrupted run (same cell ids, same numbers, no duplicate or partial
-// cell); --dry-run prints the grid; errors are one line naming file:line; results show / export /
-// merge work on the stores the runs wrote.
+// cell), and so does one killed while it calibrates; a `kvlab results merge` killed at any moment
+// leaves whole stores; two runs on one store compute each cell once and say so; --dry-run prints
+// the grid; errors are one line naming file:line; results show / export / merge work on the stores
+// the runs wrote.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <fmt/format.h>
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -180,6 +183,205 @@ TEST(RunCli, KilledMidSweepAndRunAgainEqualsAnUninterruptedRun) {
   // The dry run now sees every cell done.
   r = run_kvlab({"run", spec, "--dry-run", "--store", store, "--cache", cache}, dir);
   EXPECT_NE(r.out.find("8 done, 0 to run"), std::string::npos) << r.out;
+}
+
+// "N cells: R ran now, D already done[, E ran by another run meanwhile], F failed" -> {N, R, D, E, F}.
+std::vector<int64_t> run_report(const std::string& out) {
+  static const std::regex re(
+      R"((\d+) cells: (\d+) ran now, (\d+) already done(?:, (\d+) ran by another run meanwhile)?, (\d+) failed)");
+  std::smatch m;
+  if (!std::regex_search(out, m, re)) return {};
+  std::vector<int64_t> v;
+  for (int i = 1; i <= 5; ++i) v.push_back(m[i].matched ? std::stoll(m[i].str()) : 0);
+  return v;
+}
+
+int64_t count_of(const std::string& text, const std::string& needle) {
+  int64_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(RunCli, TwoRunsOnOneStoreComputeEachCellOnceAndSaySo) {
+  test::TempDir dir;
+  const std::string spec = write_sweep(dir), store = dir / "shared.sqlite", cache = dir / "cache";
+  const std::vector<std::string> args = {"run", spec, "--store", store, "--cache", cache, "--threads", "1", "--quiet",
+                                         "--no-table"};
+  // The second run starts while the first is in the middle of the sweep.
+  const pid_t first = spawn(args, dir / "o1.txt", dir / "e1.txt");
+  const auto start = std::chrono::steady_clock::now();
+  while (stored_cells(store) < 1 && std::chrono::steady_clock::now() - start < std::chrono::seconds(300))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  const pid_t second = spawn(args, dir / "o2.txt", dir / "e2.txt");
+  int s1 = 0, s2 = 0;
+  waitpid(first, &s1, 0);
+  waitpid(second, &s2, 0);
+  const std::string out1 = slurp(dir / "o1.txt"), out2 = slurp(dir / "o2.txt");
+  const std::string err1 = slurp(dir / "e1.txt"), err2 = slurp(dir / "e2.txt");
+  ASSERT_TRUE(WIFEXITED(s1) && WEXITSTATUS(s1) == 0) << err1;
+  ASSERT_TRUE(WIFEXITED(s2) && WEXITSTATUS(s2) == 0) << err2;
+
+  // Every cell was computed once over both runs: the runner prints "now: <cell>" as it starts one.
+  EXPECT_EQ(count_of(err1, "now: ") + count_of(err2, "now: "), 8) << err1 << "\n----\n" << err2;
+  for (const auto& c : ResultsStore(store, ResultsStore::Mode::ReadOnly).cells())
+    EXPECT_EQ(count_of(err1, "now: " + c.slug + " [") + count_of(err2, "now: " + c.slug + " ["), 1) << c.slug;
+  // And each report is true: what ran here, what was there before, what the other run stored.
+  const auto r1 = run_report(out1), r2 = run_report(out2);
+  ASSERT_EQ(r1.size(), 5u) << out1;
+  ASSERT_EQ(r2.size(), 5u) << out2;
+  EXPECT_EQ(r1[1] + r2[1], 8) << out1 << out2;
+  EXPECT_EQ(r1[2], 0) << out1;
+  EXPECT_GE(r2[2], 1) << out2;  // it started after the first cell was stored
+  for (const auto& r : {r1, r2}) {
+    EXPECT_EQ(r[0], 8);
+    EXPECT_EQ(r[1] + r[2] + r[3], 8);
+    EXPECT_EQ(r[4], 0);
+  }
+  EXPECT_EQ(r1[1], count_of(err1, "now: "));
+  EXPECT_EQ(r2[1], count_of(err2, "now: "));
+  EXPECT_EQ(stored_cells(store), 8);
+  EXPECT_EQ(integrity(store), "ok");
+}
+
+// kvmix's calibration (a profile over the text) is cached as a plan folder; a run killed while it
+// calibrates leaves no plan folder that looks done, and the next run calibrates again and gives the
+// same store as an uninterrupted run.
+TEST(RunCli, KilledWhileCalibratingLeavesNoHalfWrittenPlan) {
+  test::TempDir dir;
+  std::string corpus = slurp(KVLAB_SOURCE_DIR "/datasets/tiny/tokenizer_corpus.txt"), text;
+  for (int i = 0; i < 6; ++i) text += corpus;
+  std::ofstream(dir / "text.txt") << text;
+  std::ofstream(dir / "cal.yaml") << R"(name: killcal
+models:
+  - {name: tiny, make: {shape: tiny, seed: 3}}
+tasks:
+  - {name: ppl, params: {text: text.txt, ctx: 128, max_windows: 2}}
+methods:
+  - {name: kvmix, params: {group: 16}, calibration: {calib: text.txt, samples: 48, max_len: 256}}
+)";
+  const std::string spec = dir / "cal.yaml";
+  auto args = [&](const std::string& store, const std::string& cache) {
+    return std::vector<std::string>{"run", spec, "--store", store, "--cache", cache, "--threads", "1", "--quiet"};
+  };
+  const CliRun ref = run_kvlab(args(dir / "ref.sqlite", dir / "ref_cache"), dir);
+  ASSERT_EQ(ref.code, 0) << ref.err;
+
+  const std::string cache = dir / "cache", plans = cache + "/plans";
+  auto staging_present = [&] {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(plans, ec))
+      if (e.path().filename().string().find(".staging-") != std::string::npos) return true;
+    return false;
+  };
+  const pid_t pid = spawn(args(dir / "killed.sqlite", cache), dir / "o.txt", dir / "e.txt");
+  const auto start = std::chrono::steady_clock::now();
+  while (!staging_present() && std::chrono::steady_clock::now() - start < std::chrono::seconds(300))
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // into the profile
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it could be killed: " << slurp(dir / "e.txt");
+  ASSERT_TRUE(staging_present()) << "killed outside the calibration";
+  // No finished-looking plan folder: only the dead run's staging folder (and its lock file).
+  for (const auto& e : std::filesystem::directory_iterator(plans)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_TRUE(name[0] == '.') << "a plan folder appeared before its calibration finished: " << name;
+  }
+  EXPECT_EQ(stored_cells(dir / "killed.sqlite"), 0);
+
+  const CliRun again = run_kvlab(args(dir / "killed.sqlite", cache), dir);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_FALSE(staging_present()) << "the dead run's staging folder was left behind";
+  ResultsStore want(dir / "ref.sqlite", ResultsStore::Mode::ReadOnly), got(dir / "killed.sqlite", ResultsStore::Mode::ReadOnly);
+  ASSERT_EQ(got.cell_ids(), want.cell_ids());
+  for (const auto& c : want.cells()) {
+    const auto g = got.find(c.cell_id);
+    ASSERT_TRUE(g);
+    for (const auto& [name, value] : c.metrics)
+      EXPECT_NEAR(g->metrics.at(name), value, 1e-9 * std::max(1.0, std::abs(value))) << name;
+  }
+}
+
+// A store of n cells (two metrics each) written in one transaction.
+void write_big_store(const std::string& path, int n, const std::string& prefix) {
+  ResultsStore(path).count();  // the schema
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+  sqlite3_stmt *cell = nullptr, *metric = nullptr;
+  sqlite3_prepare_v2(db,
+                     "INSERT INTO cells(cell_id, experiment, slug, model, task, method, config_json, bits_k, bits_v, "
+                     "cache_bytes, memory_ratio, seconds, device, git_rev, finished_at) "
+                     "VALUES(?, 'e', ?, 'm', 'ppl', 'kivi', ?, 2, 2, 100, 0.25, 1, 'cpu', 'x', 'now')",
+                     -1, &cell, nullptr);
+  sqlite3_prepare_v2(db, "INSERT INTO metrics(cell_id, name, value) VALUES(?, ?, ?)", -1, &metric, nullptr);
+  for (int i = 0; i < n; ++i) {
+    const std::string id = fmt::format("{}{:06d}", prefix, i), slug = "m/ppl/kivi residual=" + std::to_string(i);
+    const std::string config = fmt::format(R"({{"method":{{"name":"kivi","params":{{"residual":{}}}}},"seed":0}})", i);
+    sqlite3_bind_text(cell, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(cell, 2, slug.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(cell, 3, config.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_step(cell);
+    sqlite3_reset(cell);
+    for (const char* name : {"ppl", "kl_mean"}) {
+      sqlite3_bind_text(metric, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(metric, 2, name, -1, SQLITE_STATIC);
+      sqlite3_bind_double(metric, 3, 10.0 + i);
+      sqlite3_step(metric);
+      sqlite3_reset(metric);
+    }
+  }
+  sqlite3_finalize(cell);
+  sqlite3_finalize(metric);
+  sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+}
+
+// `kvlab results merge` killed with SIGKILL at moments spread over its run: the output store is
+// always intact and holds either what it held before or the whole merge, each cell with all its
+// metrics.
+TEST(RunCli, MergeKilledAtAnyMomentLeavesWholeStores) {
+  test::TempDir dir;
+  constexpr int kIncoming = 5000, kBefore = 3;
+  write_big_store(dir / "big.sqlite", kIncoming, "b");
+  write_big_store(dir / "before.sqlite", kBefore, "a");
+  // The uninterrupted merge, timed, to spread the kills over it.
+  std::filesystem::copy_file(dir / "before.sqlite", dir / "full.sqlite");
+  const auto t0 = std::chrono::steady_clock::now();
+  CliRun r = run_kvlab({"results", "merge", dir / "big.sqlite", "--out", dir / "full.sqlite"}, dir);
+  const double full_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(stored_cells(dir / "full.sqlite"), kBefore + kIncoming);
+
+  int killed_midway = 0;
+  for (int k = 0; k < 8; ++k) {
+    const std::string out = dir / fmt::format("out{}.sqlite", k);
+    std::filesystem::copy_file(dir / "before.sqlite", out);
+    const pid_t pid = spawn({"results", "merge", dir / "big.sqlite", "--out", out}, dir / "o.txt", dir / "e.txt");
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(full_ms * 1000 * k / 7)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) ++killed_midway;
+    EXPECT_EQ(integrity(out), "ok") << "kill " << k;
+    const int64_t n = stored_cells(out);
+    EXPECT_TRUE(n == kBefore || n == kBefore + kIncoming) << "kill " << k << ": " << n << " cells";
+    sqlite3* db = nullptr;
+    sqlite3_open_v2(out.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM cells WHERE (SELECT COUNT(*) FROM metrics m WHERE m.cell_id = cells.cell_id) != 2",
+                       -1, &s, nullptr);
+    sqlite3_step(s);
+    EXPECT_EQ(sqlite3_column_int64(s, 0), 0) << "kill " << k << ": a cell without its metrics";
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    // The merge run again completes it.
+    r = run_kvlab({"results", "merge", dir / "big.sqlite", "--out", out}, dir);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(stored_cells(out), kBefore + kIncoming);
+  }
+  EXPECT_GE(killed_midway, 4) << "the merge finished before most kills; the test needs a bigger store";
 }
 
 void expect_one_line_error(const CliRun& r, const std::vector<std::string>& needles) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/model/dtype.h"
 
 namespace kvlab::cli {
@@ -63,8 +64,7 @@ std::unique_ptr<KvMethod> method_from_options(const po::variables_map& vm) {
 }
 
 std::string read_text_file(const std::string& path) {
-  // A directory opens as a stream that reads nothing (an empty text, no word of why).
-  if (std::filesystem::is_directory(path)) fail("{}: is a directory, not a text file", path);
+  check_input_file(path, "text file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open text file", path);
   std::ostringstream ss;

@@ -90,8 +90,10 @@ int run(const Args& args) {
       if (ids.count(c.cell_id)) rows.push_back(std::move(c));
     std::cout << "\n" << format_results_table(rows, {});
   }
-  fmt::print("\n{} cells: {} ran now, {} already done, {} failed; results in {}\n", s.in_shard, s.ran, s.already_done,
-             s.failed, s.store);
+  const std::string elsewhere =
+      s.done_elsewhere ? fmt::format(", {} ran by another run meanwhile", s.done_elsewhere) : "";
+  fmt::print("\n{} cells: {} ran now, {} already done{}, {} failed; results in {}\n", s.in_shard, s.ran,
+             s.already_done, elsewhere, s.failed, s.store);
   for (const auto& f : s.failures) fmt::print(stderr, "failed: {}\n", f);
   return s.failed ? 1 : 0;
 }

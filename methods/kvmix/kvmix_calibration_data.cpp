@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
@@ -17,6 +18,7 @@ namespace {
 
 std::string read_file(const std::string& path, const std::string& what) {
   if (!std::filesystem::exists(path)) fail("kvmix profile: {} '{}' does not exist", what, path);
+  check_input_file(path, what);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("kvmix profile: cannot read {} '{}'", what, path);
   std::ostringstream s;

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/yaml_file.h"
 
 namespace kvlab::kvmix {
@@ -90,6 +91,7 @@ std::vector<double> PlanFile::scores(const std::string& which) const {
 
 PlanFile read_plan_file(const std::string& path) {
   if (!std::filesystem::exists(path)) fail("plan file '{}' does not exist", path);
+  check_input_file(path, "plan file", kMaxYamlFileBytes);
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab {
 namespace {
@@ -78,6 +79,7 @@ std::string sha256_hex(std::string_view data) {
 
 std::string file_fingerprint(const std::string& path) {
   constexpr int64_t kPart = 1 << 20;
+  check_input_file(path, "file to fingerprint");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail("{}: cannot read file", path);
   const int64_t size = in.tellg();

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/eval/passkey.h"
 #include "kvlab/eval/stop_tokens.h"
 #include "kvlab/eval/task.h"
@@ -46,6 +47,7 @@ class SyntheticTask : public Task {
     if (kind_ == SyntheticKind::Needle && !p.string("haystack").empty()) {
       std::filesystem::path path = p.string("haystack");
       if (path.is_relative() && !ctx.base_dir.empty()) path = std::filesystem::path(ctx.base_dir) / path;
+      check_input_file(path.string(), "haystack file");
       std::ifstream in(path, std::ios::binary);
       if (!in) fail("task needle: cannot read haystack file '{}'", path.string());
       std::ostringstream s;

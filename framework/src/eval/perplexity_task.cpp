@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/eval/quantized_perplexity.h"
 #include "kvlab/eval/task.h"
 #include "kvlab/model/llama_model.h"
@@ -14,6 +15,7 @@ namespace kvlab {
 namespace {
 
 std::string read_all(const std::string& path) {
+  check_input_file(path, "text file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("task ppl: cannot read text file '{}'", path);
   std::ostringstream s;

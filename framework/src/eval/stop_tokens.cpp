@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/model/model_config.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
@@ -16,6 +17,7 @@ std::vector<int64_t> stop_token_ids(const std::string& model_dir, const ModelCon
   std::vector<int64_t> ids = config.eos_token_ids;
   const auto gen = std::filesystem::path(model_dir) / "generation_config.json";
   if (!model_dir.empty() && std::filesystem::exists(gen)) {
+    check_input_file(gen.string(), "generation config", kMaxJsonFileBytes);
     nlohmann::json j;
     try {
       std::ifstream in(gen);

@@ -2,11 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "kvlab/common/checked.h"
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/model/safetensors.h"
 #include "kvlab/tokenizer/llama2c_tokenizer.h"
 
@@ -15,18 +18,25 @@ namespace {
 
 constexpr int64_t kHeaderBytes = 7 * 4;
 
-// Float count of every array after the header, in file order.
-int64_t expected_floats(const Llama2cHeader& h) {
-  const int64_t d = h.dim, hd = h.dim / h.n_heads, kv = h.n_kv_heads * hd, L = h.n_layers;
-  int64_t n = int64_t{h.vocab_size} * d;                   // token embedding
-  n += L * d;                                              // attention norms
-  n += L * d * (h.n_heads * hd) + 2 * L * kv * d;          // wq, wk, wv
-  n += L * (h.n_heads * hd) * d;                           // wo
-  n += L * d;                                              // ffn norms
-  n += 3 * L * int64_t{h.hidden_dim} * d;                  // w1, w2, w3
-  n += d;                                                  // final norm
-  n += int64_t{h.seq_len} * hd;                            // RoPE cos + sin tables (unused)
-  if (!h.shared_classifier) n += int64_t{h.vocab_size} * d;
+// Float count of every array after the header, in file order. The header's fields are any int32 a
+// file holds, so every product is checked (a hostile header overflows 64 bits otherwise).
+int64_t expected_floats(const Llama2cHeader& h, const std::string& path) {
+  const std::string what = path + ": the header's array sizes";
+  const int64_t d = h.dim, hd = h.dim / h.n_heads, L = h.n_layers;
+  const int64_t q = product_or_fail({h.n_heads, hd}, what), kv = product_or_fail({h.n_kv_heads, hd}, what);
+  const int64_t terms[] = {
+      product_or_fail({h.vocab_size, d}, what),          // token embedding
+      product_or_fail({L, d}, what),                     // attention norms
+      product_or_fail({L, d, q}, what),                  // wq
+      product_or_fail({2, L, kv, d}, what),              // wk, wv
+      product_or_fail({L, q, d}, what),                  // wo
+      product_or_fail({L, d}, what),                     // ffn norms
+      product_or_fail({3, L, h.hidden_dim, d}, what),    // w1, w2, w3
+      d,                                                 // final norm
+      product_or_fail({h.seq_len, hd}, what),            // RoPE cos + sin tables (unused)
+      h.shared_classifier ? 0 : product_or_fail({h.vocab_size, d}, what)};
+  int64_t n = 0;
+  for (int64_t t : terms) n = sum_or_fail(n, t, what);
   return n;
 }
 
@@ -40,6 +50,7 @@ at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads) {
 }  // namespace
 
 Llama2cHeader read_llama2c_header(const std::string& path) {
+  check_input_file(path, "llama2.c model");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) fail("{}: cannot open llama2.c model", path);
   const int64_t size = static_cast<int64_t>(in.tellg());
@@ -47,15 +58,18 @@ Llama2cHeader read_llama2c_header(const std::string& path) {
   in.seekg(0);
   int32_t v[7];
   in.read(reinterpret_cast<char*>(v), sizeof v);
-  Llama2cHeader h{v[0], v[1], v[2], v[3], v[4], std::abs(v[5]), v[6], v[5] > 0};
   const char* names[] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
-  for (int i = 0; i < 7; ++i)
-    if (v[i] == 0 || (i != 5 && v[i] < 0)) fail("{}: header field {} = {} must be positive", path, names[i], v[i]);
+  for (int i = 0; i < 7; ++i)  // vocab_size is negative when the classifier is separate; -2^31 has no |.|
+    if (v[i] == 0 || (i != 5 && v[i] < 0) || v[i] == INT32_MIN)
+      fail("{}: header field {} = {} must be positive", path, names[i], v[i]);
+  Llama2cHeader h{v[0], v[1], v[2], v[3], v[4], std::abs(v[5]), v[6], v[5] > 0};
   if (h.dim % h.n_heads != 0) fail("{}: dim {} is not a multiple of n_heads {}", path, h.dim, h.n_heads);
   if (h.n_heads % h.n_kv_heads != 0)
     fail("{}: n_heads {} is not a multiple of n_kv_heads {}", path, h.n_heads, h.n_kv_heads);
   if ((h.dim / h.n_heads) % 2 != 0) fail("{}: head size {} must be even", path, h.dim / h.n_heads);
-  const int64_t want = kHeaderBytes + 4 * expected_floats(h);
+  const int64_t want =
+      sum_or_fail(kHeaderBytes, product_or_fail({4, expected_floats(h, path)}, path + ": the header's byte size"),
+                  path + ": the header's byte size");
   if (size != want)
     fail("{}: {} bytes, but the header's dims (dim {}, hidden {}, layers {}, heads {}/{}, vocab {}{}, seq {}) "
          "imply {} bytes ({})",

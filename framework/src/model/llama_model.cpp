@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,20 @@ namespace kvlab {
 namespace {
 
 std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
+
+// 1 + the highest n of the "model.layers.<n>." tensors in the checkpoint (0 when there are none).
+int64_t layers_in_weights(const SafetensorsCheckpoint& ckpt) {
+  const std::string prefix = "model.layers.";
+  int64_t layers = 0;
+  for (const auto& name : ckpt.names()) {
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const size_t dot = name.find('.', prefix.size());
+    const std::string digits = name.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    layers = std::max<int64_t>(layers, std::stoll(digits) + 1);
+  }
+  return layers;
+}
 
 std::string shape_str(at::IntArrayRef s) {
   std::string out = "[";
@@ -100,6 +115,12 @@ LlamaModel LlamaModel::load(const std::string& dir, const LoadOptions& opt) {
   if (is_gguf_path(dir)) return load_gguf_model(dir, opt);
   ModelConfig config = ModelConfig::from_dir(dir);
   SafetensorsCheckpoint ckpt(dir);
+  // The layer count against the weights first: a config stating more layers than the file holds
+  // is refused before anything is built per layer.
+  const int64_t stored_layers = layers_in_weights(ckpt);
+  if (config.num_hidden_layers > stored_layers)
+    fail("{}: config.json has num_hidden_layers {} but the weights hold {} layers", dir, config.num_hidden_layers,
+         stored_layers);
   std::map<std::string, std::vector<int64_t>> shapes;
   for (auto& [name, shape] : expected_tensors(config)) {
     if (!ckpt.contains(name)) fail("{}: checkpoint has no tensor '{}' (required by config.json)", dir, name);

@@ -1,9 +1,12 @@
 #include "kvlab/model/model_config.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "kvlab/common/checked.h"
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab {
 namespace {
@@ -68,13 +71,24 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& src) {
 
 }  // namespace
 
+int64_t ModelConfig::q_dim() const {
+  return product_or_fail({num_attention_heads, head_dim}, "q_dim = num_attention_heads x head_dim");
+}
+
+int64_t ModelConfig::kv_dim() const {
+  return product_or_fail({num_key_value_heads, head_dim}, "kv_dim = num_key_value_heads x head_dim");
+}
+
 int64_t ModelConfig::parameter_count() const {
-  const int64_t attn = hidden_size * q_dim() + 2 * hidden_size * kv_dim() + q_dim() * hidden_size +
-                       (attention_bias ? q_dim() + 2 * kv_dim() : 0);
-  const int64_t mlp = 3 * hidden_size * intermediate_size;
-  const int64_t per_layer = attn + mlp + 2 * hidden_size;
-  const int64_t embed = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
-  return num_hidden_layers * per_layer + embed + hidden_size;
+  const std::string what = "parameter count";
+  const int64_t q = q_dim(), kv = kv_dim(), H = hidden_size;
+  int64_t attn = product_or_fail({2, H, q}, what);                          // q_proj + o_proj
+  attn = sum_or_fail(attn, product_or_fail({2, H, kv}, what), what);          // k_proj + v_proj
+  if (attention_bias) attn = sum_or_fail(attn, sum_or_fail(q, product_or_fail({2, kv}, what), what), what);
+  const int64_t mlp = product_or_fail({3, H, intermediate_size}, what);
+  const int64_t per_layer = sum_or_fail(sum_or_fail(attn, mlp, what), product_or_fail({2, H}, what), what);
+  const int64_t embed = product_or_fail({vocab_size, H, tie_word_embeddings ? 1 : 2}, what);
+  return sum_or_fail(sum_or_fail(product_or_fail({num_hidden_layers, per_layer}, what), embed, what), H, what);
 }
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
@@ -136,15 +150,43 @@ void ModelConfig::validate(const std::string& src) const {
   positive("num_key_value_heads", num_key_value_heads);
   positive("head_dim", head_dim);
   positive("max_position_embeddings", max_position_embeddings);
+  // Before anything multiplies them: caps that name the value and the limit.
+  auto at_most = [&](const char* key, int64_t v, int64_t limit) {
+    require_at_most(v, limit, fmt::format("{}: '{}'", src, key));
+  };
+  at_most("vocab_size", vocab_size, kMaxVocabSize);
+  at_most("hidden_size", hidden_size, kMaxHiddenSize);
+  at_most("intermediate_size", intermediate_size, kMaxIntermediateSize);
+  at_most("num_hidden_layers", num_hidden_layers, kMaxLayers);
+  at_most("num_attention_heads", num_attention_heads, kMaxHeads);
+  at_most("num_key_value_heads", num_key_value_heads, kMaxHeads);
+  at_most("head_dim", head_dim, kMaxHeadDim);
+  if (sliding_window && *sliding_window <= 0)
+    fail("{}: 'sliding_window' must be positive, got {}", src, *sliding_window);
+  if (rope_scaling.type == RopeScaling::Type::Llama3) {
+    if (!(rope_scaling.low_freq_factor > 0))
+      fail("{}: rope_scaling low_freq_factor must be positive, got {}", src, rope_scaling.low_freq_factor);
+    if (rope_scaling.original_max_position_embeddings <= 0)
+      fail("{}: rope_scaling original_max_position_embeddings must be positive, got {}", src,
+           rope_scaling.original_max_position_embeddings);
+  }
   if (num_attention_heads % num_key_value_heads != 0)
     fail("{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", src,
          num_attention_heads, num_key_value_heads);
   if (head_dim % 2 != 0) fail("{}: head_dim ({}) must be even for RoPE", src, head_dim);
-  if (rms_norm_eps <= 0) fail("{}: 'rms_norm_eps' must be positive, got {}", src, rms_norm_eps);
-  if (rope_theta <= 0) fail("{}: 'rope_theta' must be positive, got {}", src, rope_theta);
+  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps))
+    fail("{}: 'rms_norm_eps' must be a positive finite number, got {}", src, rms_norm_eps);
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+    fail("{}: 'rope_theta' must be a positive finite number, got {}", src, rope_theta);
+  try {
+    parameter_count();  // every product the runtime forms fits in 64 bits
+  } catch (const Error& e) {
+    fail("{}: {}", src, e.what());
+  }
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
+  check_input_file(path, "model config", kMaxJsonFileBytes);
   std::ifstream in(path);
   if (!in) fail("{}: cannot open model config (is this a checkpoint directory?)", path);
   json j;

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 // The data section is little-endian; we hand it to ATen without byte swapping.
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -189,7 +190,9 @@ struct SafetensorsFile::Mapping {
 };
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), mapping_(std::make_shared<Mapping>()) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  check_input_file(path, "safetensors file");
+  // O_NONBLOCK: a FIFO swapped in after the check must not block the open (fstat refuses it below).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail("{}: cannot open safetensors file: {}", path, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -340,6 +343,7 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& dir) : dir_(dir)
   }
 
   const std::string ipath = index_path.string();
+  check_input_file(ipath, "safetensors index", kMaxJsonFileBytes);
   std::ifstream in(ipath, std::ios::binary);
   if (!in) fail("{}: cannot read the safetensors index", ipath);
   std::stringstream text;

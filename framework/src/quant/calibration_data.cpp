@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/eval/perplexity.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
@@ -21,7 +22,7 @@ std::vector<std::vector<int64_t>> jsonl_windows(const std::string& path, std::if
                                                 const Tokenizer& tok) {
   std::vector<std::vector<int64_t>> out;
   std::string line;
-  for (int64_t line_no = 1; static_cast<int64_t>(out.size()) < samples && std::getline(in, line); ++line_no) {
+  for (int64_t line_no = 1; static_cast<int64_t>(out.size()) < samples && getline_at_most(in, line, kMaxJsonLineBytes, path, line_no); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json rec;
     try {
@@ -62,6 +63,7 @@ std::vector<ParamSpec> calibration_data_params(int64_t default_samples, int64_t 
 std::vector<std::vector<int64_t>> load_calibration_windows(const ParamSet& p, const Tokenizer& tok) {
   const std::string path = p.string("calib");
   if (path.empty()) fail("calib: no calibration text given (--calib FILE)");
+  check_input_file(path, "calibration text");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("calib {}: cannot be read", path);
   const int64_t samples = p.integer("samples"), max_len = p.integer("max_len");

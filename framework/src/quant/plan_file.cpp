@@ -8,6 +8,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/yaml_file.h"
 
 namespace kvlab {
@@ -39,6 +40,7 @@ int bits_of(const YAML::Node& n, const std::string& where) {
 YAML::Node yaml_number(double v, int digits) { return YAML::Node(fmt::format("{:.{}g}", v, digits)); }
 
 PlanFile PlanFile::load(const std::string& path) {
+  check_input_file(path, "plan file", kMaxYamlFileBytes);
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);

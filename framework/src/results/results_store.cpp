@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab {
 namespace {
@@ -208,6 +209,7 @@ ResultsStore::ResultsStore(const std::string& path, Mode mode) : path_(path) {
     const auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
   }
+  check_input_file(path, "results store");
   auto open = [&](const std::string& name, int flags) {
     if (sqlite3_open_v2(name.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
       const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";

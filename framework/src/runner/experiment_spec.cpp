@@ -9,6 +9,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/yaml_file.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/eval/task.h"
@@ -368,6 +369,7 @@ MethodEntry read_method(const Reader& r, const YAML::Node& node, const std::map<
 }
 
 YAML::Node load_yaml(const std::string& path) {
+  check_input_file(path, "experiment spec", kMaxYamlFileBytes);
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);

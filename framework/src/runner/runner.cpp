@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 
 #include "kvlab/common/error.h"
@@ -18,6 +20,7 @@
 #include "kvlab/model/llama_model.h"
 #include "kvlab/quant/kv_method.h"
 #include "kvlab/results/results_store.h"
+#include "kvlab/runner/cell_claims.h"
 #include "kvlab/runner/staging.h"
 #include "kvlab/tokenizer/tokenizer.h"
 
@@ -208,38 +211,68 @@ RunSummary run_experiment(const ExperimentSpec& spec, const RunOptions& opt) {
 
   const std::string git_rev = source_git_revision();
   Progress progress("run " + spec.name, static_cast<int64_t>(todo.size()), "cells", "", 1e9, opt.log);
-  size_t i = 0;
-  while (i < todo.size()) {
-    // Cells are in model order: load each model once for its run of cells.
-    const size_t mi = todo[i]->model;
-    const ModelEntry& entry = spec.models[mi];
-    const std::string model_dir = prepare_model(entry, grid.models[mi], cache_dir);
-    LoadOptions load;
-    load.dtype = parse_dtype(entry.dtype);
-    load.device = parse_device(entry.device);
-    LlamaModel model = LlamaModel::load(model_dir, load);
-    auto tok = load_tokenizer(model_dir);
-    for (; i < todo.size() && todo[i]->model == mi; ++i) {
-      const Cell& cell = *todo[i];
-      progress.print_now(fmt::format("now: {} [{}]", cell.slug, cell.id));
-      try {
-        const CellRecord rec = run_cell(spec, cell, model, *tok, model_dir, cache_dir, opt, git_rev, summary);
-        store.insert(rec);
-        ++summary.ran;
-        progress.advance(1, fmt::format("last: {} {}", cell.slug, headline_metric(rec)));
-      } catch (const std::exception& e) {
-        // LibTorch errors carry a backtrace after the first line.
-        std::string msg = e.what();
-        msg = msg.substr(0, msg.find('\n'));
-        if (!opt.keep_going) fail("cell {} ({}): {}", cell.id, cell.slug, msg);
-        ++summary.failed;
-        summary.failures.push_back(fmt::format("{} [{}]: {}", cell.slug, cell.id, msg));
-        if (opt.log) fmt::print(opt.log, "cell failed: {} [{}]: {}\n", cell.slug, cell.id, msg);
-        progress.advance(1, "failed: " + cell.slug);
-      }
+  // Another run on this store may be computing some of these cells now: each cell is claimed
+  // first (runner/cell_claims.h). Cells claimed elsewhere are put off to a second pass, which waits
+  // for their claimer and runs only what it did not store.
+  CellClaims claims(summary.store);
+  std::vector<const Cell*> claimed_elsewhere;
+  // The model of the cells being run, loaded once for its run of cells (cells are in model order).
+  size_t loaded = grid.models.size();
+  std::optional<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tok;
+  std::string model_dir;
+  auto run_here = [&](const Cell& cell) {
+    if (loaded != cell.model) {
+      const ModelEntry& entry = spec.models[cell.model];
+      model.reset();
+      model_dir = prepare_model(entry, grid.models[cell.model], cache_dir);
+      LoadOptions load;
+      load.dtype = parse_dtype(entry.dtype);
+      load.device = parse_device(entry.device);
+      model.emplace(LlamaModel::load(model_dir, load));
+      tok = load_tokenizer(model_dir);
+      loaded = cell.model;
     }
+    progress.print_now(fmt::format("now: {} [{}]", cell.slug, cell.id));
+    try {
+      const CellRecord rec = run_cell(spec, cell, *model, *tok, model_dir, cache_dir, opt, git_rev, summary);
+      store.insert(rec);
+      ++summary.ran;
+      progress.advance(1, fmt::format("last: {} {}", cell.slug, headline_metric(rec)));
+    } catch (const std::exception& e) {
+      // LibTorch errors carry a backtrace after the first line.
+      std::string msg = e.what();
+      msg = msg.substr(0, msg.find('\n'));
+      if (!opt.keep_going) fail("cell {} ({}): {}", cell.id, cell.slug, msg);
+      ++summary.failed;
+      summary.failures.push_back(fmt::format("{} [{}]: {}", cell.slug, cell.id, msg));
+      if (opt.log) fmt::print(opt.log, "cell failed: {} [{}]: {}\n", cell.slug, cell.id, msg);
+      progress.advance(1, "failed: " + cell.slug);
+    }
+  };
+  // With the claim held: stored meanwhile by another run, or run here.
+  auto settle = [&](const Cell& cell) {
+    ClaimRelease release(claims, cell.id);
+    if (store.has(cell.id)) {
+      ++summary.done_elsewhere;
+      progress.advance(1, "stored by another run: " + cell.slug);
+      return;
+    }
+    run_here(cell);
+  };
+  for (const Cell* cell : todo) {
+    if (claims.try_claim(cell->id)) settle(*cell);
+    else claimed_elsewhere.push_back(cell);
   }
-  progress.finish(fmt::format("{} ran, {} failed", summary.ran, summary.failed));
+  for (const Cell* cell : claimed_elsewhere) {
+    if (!claims.try_claim(cell->id)) {
+      progress.print_now(fmt::format("waiting for another run to finish {} [{}]", cell->slug, cell->id));
+      claims.claim_waiting(cell->id);
+    }
+    settle(*cell);
+  }
+  progress.finish(fmt::format("{} ran, {} failed{}", summary.ran, summary.failed,
+                              summary.done_elsewhere ? fmt::format(", {} by another run", summary.done_elsewhere) : ""));
   return summary;
 }
 

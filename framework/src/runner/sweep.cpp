@@ -9,6 +9,7 @@
 #include <set>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/sha256.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/eval/task.h"
@@ -59,6 +60,7 @@ std::string calibration_plan_dir(const std::string& cache_dir, const std::string
 std::string find_cached_plan(const std::string& cache_dir, const std::string& method, const std::string& key) {
   if (cache_dir.empty()) return "";
   const fs::path dir = calibration_plan_dir(cache_dir, method, key);
+  check_input_file((dir / "calibration.json").string(), "calibration record", kMaxJsonFileBytes);
   std::ifstream in(dir / "calibration.json");
   if (!in) return "";
   nlohmann::json j;
@@ -486,6 +488,7 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
                   if (!fs::is_regular_file(file))
                     fail("{}: parameter '{}': plan file '{}' not found", mwhere, step->plan_param, file);
                   method_json["plan_sha256"] = sha256_hex([&] {
+                    check_input_file(file, "plan file", kMaxYamlFileBytes);
                     std::ifstream in(file, std::ios::binary);
                     return std::string(std::istreambuf_iterator<char>(in), {});
                   }());

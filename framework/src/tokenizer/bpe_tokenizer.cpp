@@ -13,6 +13,7 @@
 #include "bpe_model.h"
 #include "byte_level.h"
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "pre_tokenizer.h"
 #include "unicode.h"
 
@@ -26,6 +27,7 @@ using bpe::PreTokenizerStep;
 using bpe::SplitPattern;
 
 std::string read_file(const std::string& path, const char* what) {
+  check_input_file(path, what, kMaxTokenizerFileBytes);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: {} not found or not readable", path, what);
   std::ostringstream ss;

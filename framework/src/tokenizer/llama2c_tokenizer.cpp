@@ -5,6 +5,7 @@
 #include <queue>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab {
 namespace {
@@ -22,6 +23,7 @@ size_t utf8_length(unsigned char lead) {
 }  // namespace
 
 Llama2cTokenizer::Llama2cTokenizer(const std::string& path, int32_t vocab_size) : path_(path) {
+  check_input_file(path, "llama2.c tokenizer", kMaxTokenizerFileBytes);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open llama2.c tokenizer", path);
   int32_t max_len = 0;

@@ -9,10 +9,33 @@
 
 #include "kvlab/common/error.h"
 
+// AddressSanitizer (and the other sanitizers with interceptors) refuses RTLD_DEEPBIND: its
+// interceptors must come first in every lookup.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define KVLAB_SHIM_OWN_NAMESPACE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define KVLAB_SHIM_OWN_NAMESPACE 1
+#endif
+#endif
+
 namespace kvlab {
 namespace {
 
 constexpr const char* kShimName = "libkvlab_sentencepiece.so";
+
+// RTLD_DEEPBIND makes the shim and libsentencepiece resolve against themselves first, so their
+// protobuf copy never meets LibTorch's. Sanitizer builds get the same isolation from a link-map
+// namespace of the shim's own (it then has its own libc and libstdc++ too: every buffer that crosses
+// the interface is either the caller's or freed by the shim's kvspm_free). The shim is built without
+// sanitizer flags, so it needs no sanitizer runtime in that namespace.
+void* open_shim(const std::string& path) {
+#ifdef KVLAB_SHIM_OWN_NAMESPACE
+  return dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+#else
+  return dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#endif
+}
 
 std::vector<std::string> candidates() {
   std::vector<std::string> out;
@@ -46,7 +69,7 @@ const SentencePieceLibrary& SentencePieceLibrary::get() {
         tried += (tried.empty() ? "" : ", ") + c;
         continue;
       }
-      handle = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      handle = open_shim(c);
       if (handle == nullptr) fail("{}: cannot load the SentencePiece shim: {}", c, dlerror());
       path = c;
       break;

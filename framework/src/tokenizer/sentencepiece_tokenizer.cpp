@@ -6,12 +6,14 @@
 #include <string>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/tokenizer/sentencepiece_library.h"
 
 namespace kvlab {
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path) : path_(path) {
   if (!std::filesystem::exists(path)) fail("{}: tokenizer file not found", path);
+  check_input_file(path, "SentencePiece model", kMaxTokenizerFileBytes);
   char err[512] = {0};
   handle_ = SentencePieceLibrary::get().load(path.c_str(), err, sizeof err);
   if (handle_ == nullptr) fail("{}: not a valid SentencePiece model ({})", path, err);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/yaml_file.h"
 #include "kvlab/common/strings.h"
 
@@ -95,6 +96,7 @@ TrainConfig parse_train_config(const YAML::Node& root, const std::string& source
 }
 
 TrainConfig load_train_config(const std::string& path) {
+  check_input_file(path, "train config", kMaxYamlFileBytes);
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);

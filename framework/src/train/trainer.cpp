@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/progress.h"
 #include "kvlab/eval/perplexity.h"
 #include "kvlab/model/dtype.h"
@@ -25,6 +26,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string read_text(const std::string& path, const char* what) {
+  check_input_file(path, what);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot read the {}", path, what);
   std::ostringstream s;
@@ -129,6 +131,7 @@ Checkpoint read_checkpoint(const std::string& dir, Parameters& p, AdamW& opt, co
 // Keeps the log lines of steps <= step (a resumed run redoes the steps after its checkpoint).
 void truncate_log(const std::string& path, int64_t step) {
   if (!fs::exists(path)) return;
+  check_input_file(path, "training log");
   std::ifstream in(path);
   std::string line, kept;
   while (std::getline(in, line)) {

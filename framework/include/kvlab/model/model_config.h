@@ -42,9 +42,19 @@ struct ModelConfig {
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype = "float32";
 
+  // Hard caps on what a config may state, far above any real model (the largest have ~130 layers,
+  // 128 heads, a 262k vocabulary); checked before anything is allocated or iterated.
+  static constexpr int64_t kMaxLayers = 4096;
+  static constexpr int64_t kMaxHeads = 4096;
+  static constexpr int64_t kMaxHeadDim = 65536;
+  static constexpr int64_t kMaxHiddenSize = int64_t{1} << 20;
+  static constexpr int64_t kMaxIntermediateSize = int64_t{1} << 22;
+  static constexpr int64_t kMaxVocabSize = int64_t{1} << 24;
+
   int64_t kv_groups() const { return num_attention_heads / num_key_value_heads; }
-  int64_t q_dim() const { return num_attention_heads * head_dim; }
-  int64_t kv_dim() const { return num_key_value_heads * head_dim; }
+  // Checked products: a config that was never validated fails here instead of overflowing.
+  int64_t q_dim() const;
+  int64_t kv_dim() const;
   int64_t parameter_count() const;
 
   // Parses and validates; `source` names the file in error messages.

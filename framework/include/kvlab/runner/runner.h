@@ -1,7 +1,8 @@
 #pragma once
 // Runs an experiment's grid into a results store: cells already stored are skipped, each finished
 // cell is written in one transaction (a process killed at any moment loses at most the cell in
-// flight), a progress line shows cells done, the current cell, rate and ETA. Models are prepared
+// flight), a progress line shows cells done, the current cell, rate and ETA. Several runs on one
+// store share the work: each cell is computed by one of them (runner/cell_claims.h). Models are prepared
 // (converted / generated) and calibration steps run once and are cached under the cache folder,
 // keyed by their inputs, so shards and re-runs reuse them.
 #include <cstdint>
@@ -31,6 +32,7 @@ struct RunSummary {
   int64_t in_shard = 0;       // in this shard
   int64_t already_done = 0;   // skipped: already stored
   int64_t ran = 0;            // finished now
+  int64_t done_elsewhere = 0; // stored meanwhile by another run on the same store (cell_claims.h)
   int64_t failed = 0;         // with keep_going
   int64_t calibrations = 0;   // calibration steps run now (not found in the cache)
   std::vector<std::string> failures;  // "slug: error"

@@ -1,7 +1,8 @@
 #pragma once
-// Build a folder once, safely when several processes (shards) want it at the same time: each builds
-// in its own staging folder beside the target and renames it into place; the first rename wins and
-// the others discard theirs. A reader never sees a half-built folder.
+// Build a folder once, safely when several processes (shards) want it at the same time: the first
+// takes a lock beside the target and builds in its own staging folder, renamed into place when
+// complete; the others wait for the lock and find the folder built. A reader never sees a half-built
+// folder, and staging folders left by a killed build are removed by the next one.
 #include <functional>
 #include <string>
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab::longbench {
 
@@ -16,7 +17,7 @@ namespace kvlab::longbench {
 inline void for_each_json_line(std::istream& in, const std::string& path,
                                const std::function<bool(const nlohmann::json&, const std::string&)>& each) {
   std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
+  for (int64_t n = 1; getline_at_most(in, line, kMaxJsonLineBytes, path, n); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(n);
     nlohmann::json j;

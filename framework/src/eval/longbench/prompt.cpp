@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/strings.h"
 #include "kvlab/model/gguf_model.h"
 #include "kvlab/tokenizer/tokenizer.h"
@@ -49,6 +50,7 @@ std::string checkpoint_chat_template(const std::string& model_path) {
   if (is_gguf_path(model_path)) return gguf_chat_template(GgufFile(model_path));
   const auto path = std::filesystem::path(model_path) / "tokenizer_config.json";
   if (!std::filesystem::exists(path)) return "";
+  check_input_file(path.string(), "tokenizer config", kMaxJsonFileBytes);
   nlohmann::json j;
   try {
     std::ifstream in(path);

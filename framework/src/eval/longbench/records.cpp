@@ -7,6 +7,7 @@
 
 #include "json_lines.h"
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 namespace kvlab::longbench {
 namespace {
@@ -41,6 +42,7 @@ std::vector<std::string> list_field(const nlohmann::json& j, const char* key, co
 }  // namespace
 
 std::vector<Record> load_records(const std::string& path, int64_t max_records) {
+  check_input_file(path, "LongBench data file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read LongBench data file '{}'", path);
   std::vector<Record> out;

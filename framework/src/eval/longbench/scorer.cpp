@@ -10,6 +10,7 @@
 
 #include "json_lines.h"
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/eval/longbench/metrics.h"
 
 namespace kvlab::longbench {
@@ -58,6 +59,7 @@ double metric_value(const TaskSpec& task, const std::string& prediction, const s
 }  // namespace
 
 std::vector<Prediction> read_predictions(const std::string& path) {
+  check_input_file(path, "prediction file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read prediction file '{}'", path);
   std::vector<Prediction> out;
