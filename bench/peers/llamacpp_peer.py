@@ -67,6 +67,16 @@ def make_llama(Llama, cache_type, rotate, n_ctx, threads, logits_all, n_batch):
     return llm, facts
 
 
+def block_bits(type_name):
+    """Bits per element of a ggml type from the gguf package's block table (bytes per block of n)."""
+    import gguf
+
+    if not type_name:
+        return None
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name.upper()]]
+    return 8.0 * size / block
+
+
 def window_logits(llm, win):
     llm.reset()
     llm.eval(win)
@@ -132,6 +142,7 @@ def main():
     ap.add_argument("--depths", default="0,2048,4096,8192")
     ap.add_argument("--n-gen", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--speed-norot", action="store_true", help="also time the rotation-off configurations")
     ap.add_argument("--skip-ppl", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--tag", default="", help="suffix for the result file names")
@@ -159,6 +170,10 @@ def main():
     with open(pc.TEXT, "rb") as f:
         ll_ids = probe.tokenize(f.read(), add_bos=False, special=False)
     tokenizer_match = list(ll_ids) == list(ids)
+    first_diff = next((i for i, (a, b) in enumerate(zip(ll_ids, ids)) if a != b), min(len(ll_ids), len(ids)))
+    tokenizer_note = {"llamacpp_tokens": len(ll_ids), "hf_tokens": len(ids), "first_difference": first_diff,
+                      "hf_ids_around": list(ids[max(0, first_diff - 3):first_diff + 3]),
+                      "llamacpp_ids_around": list(ll_ids[max(0, first_diff - 3):first_diff + 3])}
     del probe
     print(f"{len(ids)} tokens, {len(wins)} windows of {args.ctx}; llama.cpp tokenization equal to HF's: "
           f"{tokenizer_match}", file=sys.stderr, flush=True)
@@ -205,8 +220,10 @@ def main():
                  "metrics_vs_hf_fp32": vs_hf[c].summary() if hf_logits else None,
                  "hf_fp32_reference": hf_ref_metrics.summary() if hf_logits else None,
                  "kv_cache_log": f,
-                 "bits_k": f["k_mib"] * 2**20 * 8 / elements if "k_mib" in f else None,
-                 "bits_v": f["v_mib"] * 2**20 * 8 / elements if "v_mib" in f else None,
+                 "bits_k": block_bits(f.get("k_type")),
+                 "bits_v": block_bits(f.get("v_type")),
+                 "bits_k_from_logged_mib": f["k_mib"] * 2**20 * 8 / elements if "k_mib" in f else None,
+                 "bits_v_from_logged_mib": f["v_mib"] * 2**20 * 8 / elements if "v_mib" in f else None,
                  "eval_seconds": t_eval[c],
                  "eval_tok_s": own[c].summary()["predicted_tokens"] / t_eval[c] if t_eval[c] else None}
             results[c] = r
@@ -215,6 +232,8 @@ def main():
     if not args.skip_speed:
         depths = [int(d) for d in args.depths.split(",")]
         for c in configs:
+            if not c[1] and not args.speed_norot:
+                continue
             speeds[c] = decode_speed(Llama, c[0], c[1], ids, depths, args.n_gen, args.repeats, args.threads)
 
     for c in configs:
@@ -225,7 +244,9 @@ def main():
                        "windows": len(wins), "tokens_in_text": len(ids), "n_batch": args.ctx,
                        "n_ubatch": min(512, args.ctx), "threads": args.threads, "gguf": pc.GGUF_NAME,
                        "text": os.path.relpath(pc.TEXT, pc.REPO),
-                       "llamacpp_tokenization_equals_hf": tokenizer_match},
+                       "llamacpp_tokenization_equals_hf": tokenizer_match,
+                       "tokenization_check": tokenizer_note,
+                       "token_ids_used": "HF's (= kvlab's), fed to llama.cpp as ids"},
             "versions": versions, "llama_system_info": system_info,
         }
         payload.update(results.get(c, {}))
