@@ -8,7 +8,7 @@ quantized history the cache holds (HF's own update(): prefill is never used). Re
 quantized) mean / p99, top-1 agreement, the bits per element the cache holds at the end of a window
 (quantized codes, scales, zero points and the full-precision residual), and decode tokens/s after a
 prefill of --speed-depth tokens. One JSON per configuration: results/hf_<backend>_<bits>b_g<G>_r<R>.json,
-and results/hf_fp32.json for the reference (results/hf_fp32_all.json with --reference-only --windows 0).
+and results/hf_fp32_w<N>.json for the reference (results/hf_fp32_all.json with --reference-only --windows 0).
 """
 import argparse
 import statistics
@@ -124,15 +124,15 @@ def main():
     ap.add_argument("--windows", type=int, default=4, help="first N windows of the text (<= 0: all)")
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--configs", default="quanto:4:64:128,quanto:2:64:128,hqq:4:64:128,hqq:2:64:128",
+    ap.add_argument("--configs", default="quanto:4:64:128,quanto:2:64:128,hqq:4:64:128,hqq:2:64:128,quanto:4:32:128,quanto:2:32:128",
                     help="comma-separated BACKEND:BITS:GROUP:RESIDUAL")
-    ap.add_argument("--reference-only", action="store_true", help="only HF's fp32 ppl (results/hf_fp32[_all].json)")
+    ap.add_argument("--reference-only", action="store_true", help="only HF's fp32 ppl (results/hf_fp32_w<N>.json or hf_fp32_all.json)")
     ap.add_argument("--check-stream", type=int, default=1,
                     help="windows on which an unquantized DynamicCache is also streamed token by token, to check "
                          "the streaming harness against the one-pass reference")
     ap.add_argument("--speed-depth", type=int, default=4096)
-    ap.add_argument("--n-gen", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n-gen", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     pc.check_inputs()
@@ -187,7 +187,7 @@ def main():
     if not args.skip_speed and not args.reference_only:
         ref_payload["decode_speed"] = decode_speed(model, ids, args.speed_depth, args.n_gen, args.repeats,
                                                    lambda: DynamicCache(config=cfg))
-    pc.write_result("hf_fp32_all" if args.windows <= 0 else "hf_fp32", ref_payload)
+    pc.write_result("hf_fp32_all" if args.windows <= 0 else f"hf_fp32_w{len(wins)}", ref_payload)
 
     for c in configs:  # one configuration at a time, its JSON written as soon as it is done
         backend, nbits, group, residual = c

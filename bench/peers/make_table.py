@@ -70,6 +70,7 @@ def rows_from_json(path):
                    kl_mean_vs_hf_fp32=m.get("kl_mean"), predicted_tokens=m.get("predicted_tokens"),
                    decode_tok_s_4k=(r.get("decode_speed") or {}).get("decode_tok_s"))
         if r.get("cache") == "dynamic":
+            row["method"] += f" [{cfg.get('windows')} windows]"
             row.update(reference="(is the reference)", prefill_attends_to="fp32 (no cache quantization)",
                        quantized_when="never", requantizes="no", queries="fp32")
         else:
@@ -96,8 +97,6 @@ def main():
 
     rows, refs = [], []
     for path in sorted(glob.glob(os.path.join(pc.RESULTS, "*.json"))):
-        if os.path.basename(path).startswith("hf_fp32_all"):
-            continue
         got, ref = rows_from_json(path)
         rows += got
         if ref and ref[0]:
