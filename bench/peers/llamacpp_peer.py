@@ -228,30 +228,33 @@ def main():
                  "eval_tok_s": own[c].summary()["predicted_tokens"] / t_eval[c] if t_eval[c] else None}
             results[c] = r
 
+    def write_all(speeds):
+        for c in configs:
+            payload = {
+                "tool": "llama.cpp", "method": f"llama.cpp {c[0]}" + ("" if c[1] else " (rotation off)"),
+                "config": {"cache_type_k": c[0], "cache_type_v": c[0], "flash_attn": True,
+                           "hadamard_rotation_requested": c[1], "ctx": args.ctx, "windows_requested": args.windows,
+                           "windows": len(wins), "tokens_in_text": len(ids), "n_batch": args.ctx,
+                           "n_ubatch": min(512, args.ctx), "threads": args.threads, "gguf": pc.GGUF_NAME,
+                           "text": os.path.relpath(pc.TEXT, pc.REPO),
+                           "llamacpp_tokenization_equals_hf": tokenizer_match,
+                           "tokenization_check": tokenizer_note,
+                           "token_ids_used": "HF's (= kvlab's), fed to llama.cpp as ids"},
+                "versions": versions, "llama_system_info": system_info,
+            }
+            payload.update(results.get(c, {}))
+            payload["decode_speed"] = speeds.get(c)
+            pc.write_result(name(*c), payload)
+
     speeds = {}
+    write_all(speeds)  # the perplexity results first; rewritten below once the speeds are in
     if not args.skip_speed:
         depths = [int(d) for d in args.depths.split(",")]
         for c in configs:
             if not c[1] and not args.speed_norot:
                 continue
             speeds[c] = decode_speed(Llama, c[0], c[1], ids, depths, args.n_gen, args.repeats, args.threads)
-
-    for c in configs:
-        payload = {
-            "tool": "llama.cpp", "method": f"llama.cpp {c[0]}" + ("" if c[1] else " (rotation off)"),
-            "config": {"cache_type_k": c[0], "cache_type_v": c[0], "flash_attn": True,
-                       "hadamard_rotation_requested": c[1], "ctx": args.ctx, "windows_requested": args.windows,
-                       "windows": len(wins), "tokens_in_text": len(ids), "n_batch": args.ctx,
-                       "n_ubatch": min(512, args.ctx), "threads": args.threads, "gguf": pc.GGUF_NAME,
-                       "text": os.path.relpath(pc.TEXT, pc.REPO),
-                       "llamacpp_tokenization_equals_hf": tokenizer_match,
-                       "tokenization_check": tokenizer_note,
-                       "token_ids_used": "HF's (= kvlab's), fed to llama.cpp as ids"},
-            "versions": versions, "llama_system_info": system_info,
-        }
-        payload.update(results.get(c, {}))
-        payload["decode_speed"] = speeds.get(c)
-        pc.write_result(name(*c), payload)
+            write_all(speeds)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ COLUMNS = ["method", "tool", "bits_k", "bits_v", "ppl", "ppl_reference", "refere
            "prefill_attends_to", "quantized_when", "requantizes", "queries", "source"]
 
 HF_PROTOCOL = {
-    "prefill_attends_to": "n/a (token by token; each step attends to dequantized history + full-precision residual + itself)",
+    "prefill_attends_to": "no prefill (token by token): each step reads the dequantized history, the fp32 residual (< R tokens) and itself",
     "quantized_when": "history quantized when the residual reaches R tokens",
     "requantizes": "yes: every flush dequantizes the whole history and quantizes it again with the residual",
     "queries": "fp32, not quantized",
@@ -70,7 +70,7 @@ def rows_from_json(path):
                    kl_mean_vs_hf_fp32=m.get("kl_mean"), predicted_tokens=m.get("predicted_tokens"),
                    decode_tok_s_4k=(r.get("decode_speed") or {}).get("decode_tok_s"))
         if r.get("cache") == "dynamic":
-            row["method"] += f" [{cfg.get('windows')} windows]"
+            row["method"] += f" [{cfg.get('windows')} window(s)]"
             row.update(reference="(is the reference)", prefill_attends_to="fp32 (no cache quantization)",
                        quantized_when="never", requantizes="no", queries="fp32")
         else:
@@ -82,6 +82,11 @@ def rows_from_json(path):
 def fmt(v):
     if v is None or v == "":
         return ""
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            return v
     if isinstance(v, float):
         if abs(v) >= 100:
             return f"{v:.1f}"
@@ -137,7 +142,7 @@ def main():
         if key in seen or not r.get("prefill_attends_to"):
             continue
         seen.add(key)
-        lines.append(f"- **{r['method']}** ({r['tool']}): prefill/attention reads {r.get('prefill_attends_to')}; "
+        lines.append(f"- **{r['method']}** ({r['tool']}): attention reads {r.get('prefill_attends_to')}; "
                      f"quantized {r.get('quantized_when')}; re-quantizes: {r.get('requantizes')}; "
                      f"queries: {r.get('queries')}.")
     for ref, n in refs[:1]:
