@@ -56,7 +56,7 @@ def rows_from_json(path):
                    kl_mean_vs_hf_fp32=hf.get("kl_mean"), predicted_tokens=m.get("predicted_tokens"),
                    decode_tok_s_4k=speed_at(r.get("decode_speed"), 4096))
         rot = (r.get("kv_cache_log") or {}).get("attn_rot_k")
-        if cfg.get("cache_type_k") != "f16":
+        if cfg.get("cache_type_k") != "f16" and cfg.get("hadamard_rotation_requested"):
             row["method"] += " [Hadamard rotation on]" if rot == 1 else " [no rotation]"
         row["queries"] = {"f16": "f16 (FA converts Q to K's type)", "q8_0": "quantized to q8_0",
                           "q4_0": "quantized to q8_0", "q4_1": "quantized to q8_1"}.get(cfg.get("cache_type_k"))
