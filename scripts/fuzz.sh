@@ -25,8 +25,8 @@ while (($#)); do
 done
 
 parser_targets=(fuzz_safetensors fuzz_model_config fuzz_bpe_tokenizer fuzz_sentencepiece fuzz_llama2c_tokenizer
-                fuzz_llama2c_model fuzz_plan_file fuzz_kvmix_plan fuzz_longbench_records fuzz_longbench_predictions)
-core_targets=(fuzz_experiment_spec)
+                fuzz_llama2c_model fuzz_plan_file fuzz_kvmix_plan fuzz_longbench_records fuzz_longbench_predictions fuzz_gguf)
+core_targets=(fuzz_experiment_spec fuzz_gguf_model)
 if ((${#targets[@]} == 0)); then
   targets=("${parser_targets[@]}")
   ((ci)) || targets+=("${core_targets[@]}")

@@ -45,6 +45,37 @@ def f32(values):
     return struct.pack("<%df" % len(values), *values)
 
 
+def gguf(kvs, tensors, version=3, alignment=32):
+    """kvs: [(key, type id, packed value bytes)], tensors: [(name, dims (ggml order), type id, raw)]
+    -> bytes of a GGUF file (header, metadata, tensor infos, data aligned to `alignment`)."""
+    def string(x):
+        x = x.encode()
+        return struct.pack("<Q", len(x)) + x
+    body = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for key, vtype, value in kvs:
+        body += string(key) + struct.pack("<I", vtype) + value
+    data, offsets = b"", []
+    for _, _, _, raw in tensors:
+        data += b"\0" * ((alignment - len(data) % alignment) % alignment)
+        offsets.append(len(data))
+        data += raw
+    for (name, dims, ttype, _), off in zip(tensors, offsets):
+        body += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        body += struct.pack("<IQ", ttype, off)
+    body += b"\0" * ((alignment - len(body) % alignment) % alignment)
+    return body + data
+
+
+def gguf_str(x):
+    x = x.encode()
+    return struct.pack("<Q", len(x)) + x
+
+
+def gguf_array(elem_type, items):
+    """An array value: element type, count, elements (each already packed)."""
+    return struct.pack("<IQ", elem_type, len(items)) + b"".join(items)
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -154,6 +185,31 @@ layers:
                                                                 "answers": ["\u00e9t\u00e9"]}, ensure_ascii=False) + "\n")
     for name in sorted(os.listdir(os.path.join(ROOT, "tests/data/longbench/preds"))):
         copy("fuzz_longbench_predictions", "tests/data/longbench/preds/" + name, name)
+
+    # GGUF: value types 0 u8, 1 i8, 2 u16, 3 i16, 4 u32, 5 i32, 6 f32, 7 bool, 8 string, 9 array,
+    # 10 u64, 11 i64, 12 f64; tensor types 0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, 30 BF16
+    t = "fuzz_gguf"
+    every_value = [("u8", 0, b"\x07"), ("i8", 1, b"\xf9"), ("u16", 2, struct.pack("<H", 700)),
+                   ("i16", 3, struct.pack("<h", -700)), ("u32", 4, struct.pack("<I", 7)), ("i32", 5, struct.pack("<i", -7)),
+                   ("f32", 6, struct.pack("<f", 0.5)), ("bool", 7, b"\x01"), ("str", 8, gguf_str("caf\u00e9")),
+                   ("arr.i32", 9, gguf_array(5, [struct.pack("<i", i) for i in range(3)])),
+                   ("arr.str", 9, gguf_array(8, [gguf_str(w) for w in ("a", "bc", "")])),
+                   ("u64", 10, struct.pack("<Q", 1 << 40)), ("i64", 11, struct.pack("<q", -(1 << 40))),
+                   ("f64", 12, struct.pack("<d", 1e-6)), ("general.alignment", 4, struct.pack("<I", 32))]
+    out(t, "every_value_type", gguf(every_value, []))
+    q8_0 = struct.pack("<e", 0.25) + bytes(range(32))                                  # 32 values
+    q4_0 = struct.pack("<e", 0.5) + bytes(range(16))
+    q4_1 = struct.pack("<ee", 0.5, -1.0) + bytes(range(16, 32))
+    tensors = [("f32", [4], 0, f32([1, -2, 3.5, 0])), ("f16", [2, 2], 1, struct.pack("<4e", 1, 2, -3, 0.5)),
+               ("bf16", [2], 30, b"\x80\x3f\x00\x40"), ("q8_0", [32], 8, q8_0), ("q4_0", [32, 1], 2, q4_0),
+               ("q4_1", [32], 3, q4_1)]
+    out(t, "every_simple_type", gguf([("general.architecture", 8, gguf_str("llama"))], tensors))
+    out(t, "v2_align64", gguf([("general.alignment", 4, struct.pack("<I", 64))], tensors[:2], version=2, alignment=64))
+    copy(t, "tests/data/gguf/tiny_llama.gguf", "tiny_llama.gguf")
+
+    # GGUF model metadata and vocabularies: the tiny fixtures (llama + smollm BPE, qwen2, SentencePiece-style)
+    for name in ("tiny_llama", "tiny_qwen2", "tiny_spm"):
+        copy("fuzz_gguf_model", "tests/data/gguf/%s.gguf" % name, name + ".gguf")
 
     # experiment specs
     for name in sorted(os.listdir(os.path.join(ROOT, "experiments"))):

@@ -25,6 +25,7 @@
 #include "kvlab/eval/longbench/records.h"
 #include "kvlab/eval/longbench/scorer.h"
 #include "kvlab/model/llama2c_import.h"
+#include "kvlab/model/gguf_file.h"
 #include "kvlab/model/model_config.h"
 #include "kvlab/model/safetensors.h"
 #include "kvlab/quant/plan_file.h"
@@ -216,6 +217,7 @@ TEST(NonRegularFiles, EveryParserRefusesAFifo) {
       {"prediction file", [&] { longbench::read_predictions(fifo); }},
       {"plan file", [&] { PlanFile::load(fifo); }},
       {"kvmix plan file", [&] { kvmix::read_plan_file(fifo); }},
+      {"GGUF file", [&] { GgufFile f(fifo); }},
   };
   for (const auto& [what, read] : readers) {
     const std::string msg = error_of_fifo(fifo, read);

@@ -275,6 +275,33 @@ TEST(RotatingCache, DecodeReadsRotatedCodes) {
   EXPECT_EQ(plain.layer(0).bytes().total(), rot->bytes().total());
 }
 
+// The synthetic fill of throughput runs stores what a prefill would: rotated K/V through the inner
+// cache's quantizer, so the next decode step reads the same codes and rows.
+TEST(RotatingCache, SyntheticFillStoresWhatAPrefillStores) {
+  c10::AutoGradMode no_grad(false);
+  const ModelConfig c = d16_config();
+  const CachePlan plan = plan_for("kivi", "{bits: 2, group: 4, residual: 8, rotate: both, rotate_signs: 5}", c);
+  KvCache filled = make_cache(plan, MultiTokenMode::FullPrecision);
+  KvCache prefilled = make_cache(plan, MultiTokenMode::FullPrecision);
+  const int64_t B = 2, Hq = 4, Hkv = 2, D = 16;
+  const at::Tensor k = randn({B, Hkv, 30, D}, 12), v = randn({B, Hkv, 30, D}, 13), q = randn({B, Hq, 1, D}, 14);
+  filled.layer(0).fill(k.narrow(2, 0, 29), v.narrow(2, 0, 29));
+  prefilled.layer(0).attend(randn({B, Hq, 29, D}, 11), k.narrow(2, 0, 29), v.narrow(2, 0, 29));
+  auto& fi = dynamic_cast<QuantizedLayerCache&>(dynamic_cast<RotatingLayerCache&>(filled.layer(0)).inner());
+  auto& pi = dynamic_cast<QuantizedLayerCache&>(dynamic_cast<RotatingLayerCache&>(prefilled.layer(0)).inner());
+  ASSERT_GT(fi.keys().packed_tokens(), 0);
+  EXPECT_EQ(fi.keys().packed_tokens(), pi.keys().packed_tokens());
+  EXPECT_EQ(max_abs_diff(fi.keys().dequantized(), pi.keys().dequantized()), 0.0);
+  EXPECT_EQ(max_abs_diff(fi.values().full(), pi.values().full()), 0.0);
+  HeadRotation r(D, 5);  // the stored rows are the rotated ones
+  EXPECT_LT(max_abs_diff(fi.values().full(), r.rotate(v).narrow(2, 29 - fi.values().full_tokens(), fi.values().full_tokens())),
+            1e-6);
+  const at::Tensor a = filled.layer(0).attend(q, k.narrow(2, 29, 1), v.narrow(2, 29, 1));
+  const at::Tensor b = prefilled.layer(0).attend(q, k.narrow(2, 29, 1), v.narrow(2, 29, 1));
+  EXPECT_EQ(max_abs_diff(a, b), 0.0);
+  EXPECT_EQ(filled.layer(0).bytes().total(), prefilled.layer(0).bytes().total());
+}
+
 // One-pass (TokenByToken) == token-by-token streaming with rotation on, for the layouts the
 // methods use (per-channel keys, per-token values, windows, MixKVQ-style exact channels).
 TEST(RotatingCache, OnePassEqualsStreaming) {

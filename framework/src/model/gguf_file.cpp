@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "kvlab's GGUF support assumes a little-endian host"
@@ -204,6 +205,7 @@ struct GgufFile::Source {
 };
 
 GgufFile::GgufFile(const std::string& path) : path_(path), source_(std::make_shared<Source>()) {
+  check_input_file(path, "GGUF file");  // before open(): a FIFO would block it
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("{}: cannot open GGUF file: {}", path, std::strerror(errno));
   struct stat st {};
