@@ -5,8 +5,10 @@
 #include <ATen/ATen.h>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/process_usage.h"
 
 #if KVLAB_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -66,6 +68,26 @@ kvlab_cuda_packed packed_of(const PackedLayout& p) {
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) fail("kv cache (cuda): {}: {} {}", what, cudaGetErrorString(e), kvlab_cuda_error_detail());
 }
+
+// Peak device memory for `kvlab bench throughput` and the runner's throughput task: the caching
+// allocator's allocated bytes (what torch.cuda.max_memory_allocated reports, the papers' figure).
+int64_t allocated_bytes(const c10::Device& d, bool peak) {
+  namespace alloc = c10::cuda::CUDACachingAllocator;
+  const auto stats = alloc::getDeviceStats(d.index() < 0 ? c10::cuda::current_device() : d.index());
+  const auto& s = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+  return peak ? s.peak : s.current;
+}
+
+const bool memory_hooks_registered = [] {
+  DeviceMemoryHooks hooks;
+  hooks.reset_peak = [](const c10::Device& d) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? c10::cuda::current_device() : d.index());
+  };
+  hooks.peak_bytes = [](const c10::Device& d) { return allocated_bytes(d, true); };
+  hooks.current_bytes = [](const c10::Device& d) { return allocated_bytes(d, false); };
+  register_device_memory_hooks(c10::DeviceType::CUDA, std::move(hooks));
+  return true;
+}();
 
 }  // namespace
 
