@@ -224,6 +224,18 @@ TEST(MaxBatchSearch, FindsTheBoundaryAndNeverReportsABatchOverBudget) {
   int probes = 0;
   search_max_batch([&](int64_t b) { ++probes; return BatchProbe{100 + 7 * b <= 1000, 100 + 7 * b}; }, 1000, 4096);
   EXPECT_LE(probes, 4);
+  // A measure whose end value predicts one batch too many (the peak sits above the end): the
+  // prediction misses and the batch just below it is tried next, not a bisection from 2.
+  std::vector<int64_t> order;
+  const MaxBatchSearch near = search_max_batch(
+      [&](int64_t b) {
+        order.push_back(b);
+        const int64_t end = 10 * b, peak = end + 5;  // budget 300: the line says 30, peaks allow 29
+        return BatchProbe{peak <= 300, peak <= 300 ? end : peak};
+      },
+      300, 4096);
+  EXPECT_EQ(near.max_batch, 29);
+  EXPECT_EQ(order, (std::vector<int64_t>{1, 2, 30, 29}));
 }
 
 // End to end on real runs: the largest batch whose KV bytes fit, its run under the budget and the

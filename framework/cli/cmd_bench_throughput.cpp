@@ -229,17 +229,20 @@ int bench_throughput(const Args& args) {
     CachePlan plan = method->plan(c);
     plan.method = choice.label;
     plan.validate(c.num_hidden_layers, c.head_dim);
+    std::map<int64_t, ThroughputPoint> explicit_runs;  // a listed batch is not run again as a max-batch probe
     for (int64_t b : batches) {
       Row row;
       row.label = choice.label;
       row.batch_spec = b == 0 ? "max" : std::to_string(b);
       if (b > 0) {
         row.point = run_throughput_point(*model, plan, b, opt, budget);
+        explicit_runs[b] = row.point;
       } else {
         std::map<int64_t, ThroughputPoint> fitted;
         const MaxBatchSearch s = search_max_batch(
             [&](int64_t bb) {
-              ThroughputPoint pt = run_throughput_point(*model, plan, bb, opt, budget);
+              ThroughputPoint pt = explicit_runs.count(bb) ? explicit_runs.at(bb)
+                                                           : run_throughput_point(*model, plan, bb, opt, budget);
               const BatchProbe out{!pt.over_budget && pt.measured(budget) <= budget.bytes, pt.measured(budget)};
               if (opt.progress)
                 fmt::print(stderr, "  {} batch {}: {} ({:.3f} GiB measured)\n", choice.label, bb,

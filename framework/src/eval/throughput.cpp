@@ -285,6 +285,7 @@ MaxBatchSearch search_max_batch(const std::function<BatchProbe(int64_t)>& probe,
   int64_t lo = 0, hi = limit + 1;                 // lo: largest batch that fitted; hi: smallest that did not
   std::vector<std::pair<int64_t, int64_t>> fits;  // (batch, measured) of the fitting runs, ascending
   bool predicted = false;                         // the batch just run was a prediction
+  int misses = 0;                                 // predictions that did not fit
   int64_t b = 1;
   while (true) {
     const BatchProbe out = probe(b);
@@ -298,9 +299,16 @@ MaxBatchSearch search_max_batch(const std::function<BatchProbe(int64_t)>& probe,
     }
     if (lo + 1 >= hi) break;  // the boundary is known (batch 1 does not fit, or the limit fits)
     const bool missed = predicted && !out.fits;
+    misses += missed ? 1 : 0;
     int64_t guess;
-    if (missed || (fits.size() < 2 && hi <= limit)) {
+    bool by_line = false;
+    if ((missed && misses > 1) || (fits.size() < 2 && hi <= limit)) {
       guess = (lo + hi) / 2;  // bisection
+    } else if (missed) {
+      // The first prediction that misses is usually just over: the line comes from the runs' end
+      // values, and a run's peak can sit a little above its end (a window that fills, then flushes).
+      guess = b - std::max<int64_t>(1, b / 32);
+      by_line = true;
     } else if (fits.size() < 2) {
       guess = 2 * lo;
     } else {
@@ -310,8 +318,9 @@ MaxBatchSearch search_max_batch(const std::function<BatchProbe(int64_t)>& probe,
       const double slope = static_cast<double>(m2 - m1) / static_cast<double>(b2 - b1);
       guess = slope > 0 ? b2 + static_cast<int64_t>(std::floor(static_cast<double>(budget_bytes - m2) / slope))
                         : 2 * lo;
+      by_line = true;
     }
-    predicted = !missed && fits.size() >= 2;
+    predicted = by_line;
     b = std::clamp(guess, lo + 1, hi - 1);
   }
   r.max_batch = lo;
