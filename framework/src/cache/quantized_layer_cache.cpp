@@ -134,7 +134,7 @@ at::Tensor QuantizedLayerCache::decode_attention(const at::Tensor& q) {
 // j < P_k(t), else exact; the same for values. Packing is deterministic per token (per-token groups)
 // or per aligned block of G tokens (per-channel groups), so each token's packed value is the same
 // whenever it is packed: quantize once, then mask. Queries are taken in slices whose scores stay
-// within 64 MiB (a long window would otherwise hold several [G * T, S] tensors at once).
+// within 16 MiB (a long window would otherwise hold several [G * T, S] tensors at once).
 at::Tensor QuantizedLayerCache::token_by_token_attention(const at::Tensor& q, const at::Tensor& k,
                                                          const at::Tensor& v) {
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), D = q.size(3);
@@ -195,7 +195,7 @@ at::Tensor QuantizedLayerCache::token_by_token_attention(const at::Tensor& q, co
     if (n_pv > 0) out = out + at::matmul(probs.narrow(3, 0, n_pv) * use_packed_v.narrow(1, 0, n_pv).to(f32), v_q);
     return out;
   };
-  constexpr int64_t kScoreBlock = int64_t{1} << 24;  // floats: 64 MiB
+  constexpr int64_t kScoreBlock = int64_t{1} << 22;  // floats: 16 MiB (a slice makes a few such tensors)
   const int64_t rows = std::max<int64_t>(1, kScoreBlock / std::max<int64_t>(1, B * Hq * S));
   if (rows >= T) return slice(0, T).reshape({B, Hq, T, D}).to(q.scalar_type());
   at::Tensor out = at::empty({B, Hkv, G, T, D}, q5.options());

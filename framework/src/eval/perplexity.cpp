@@ -52,9 +52,14 @@ PerplexityResult evaluate_perplexity(LlamaModel& model, const std::vector<int32_
   for (const auto& win : windows) {
     KvCache cache = make_cache ? make_cache() : model.make_full_precision_cache();
     at::Tensor ids = at::tensor(win, at::kLong).unsqueeze(0);  // [1, L]
-    at::Tensor logits = model.forward(ids, cache).squeeze(0);  // [L, V]
+    const at::Tensor hidden = model.forward_hidden(ids, cache).squeeze(0);  // [L, hidden]
     const int64_t L = ids.size(1);
-    r.nll_sum += nll_sum(logits.narrow(0, 0, L - 1), ids.squeeze(0).narrow(0, 1, L - 1));
+    const at::Tensor targets = ids.squeeze(0).narrow(0, 1, L - 1);
+    // The head a block of rows at a time: a window's whole logits would be [L, V] at once.
+    for (int64_t r0 = 0; r0 < L - 1; r0 += kHeadRows) {
+      const int64_t n = std::min(kHeadRows, L - 1 - r0);
+      r.nll_sum += nll_sum(model.head(hidden.narrow(0, r0, n)), targets.narrow(0, r0, n));
+    }
     r.predicted += L - 1;
     r.windows += 1;
     progress.advance(1, fmt::format("ppl {:.4f}", r.ppl()), L);

@@ -39,33 +39,39 @@ QuantizedPerplexityResult evaluate_quantized_perplexity(LlamaModel& model, const
     at::Tensor ids = at::tensor(win, at::kLong).unsqueeze(0);  // [1, L]
     const int64_t L = ids.size(1);
     KvCache fp_cache = model.make_full_precision_cache();
-    at::Tensor ref = model.forward(ids, fp_cache).squeeze(0).narrow(0, 0, L - 1);  // [L-1, V]
+    const at::Tensor ref_h = model.forward_hidden(ids, fp_cache).squeeze(0).narrow(0, 0, L - 1);  // [L-1, hidden]
 
     KvCache cache = make_cache(plan, MultiTokenMode::TokenByToken);
-    at::Tensor logits;
+    at::Tensor q_h;
     if (path == PerplexityPath::Fast) {
-      logits = model.forward(ids, cache).squeeze(0);
+      q_h = model.forward_hidden(ids, cache).squeeze(0);
     } else {
       std::vector<at::Tensor> steps;
       steps.reserve(static_cast<size_t>(L));
-      for (int64_t t = 0; t < L; ++t) steps.push_back(model.forward(ids.narrow(1, t, 1), cache).squeeze(0));
-      logits = at::cat(steps, 0);
+      for (int64_t t = 0; t < L; ++t) steps.push_back(model.forward_hidden(ids.narrow(1, t, 1), cache).squeeze(0));
+      q_h = at::cat(steps, 0);
     }
-    logits = logits.narrow(0, 0, L - 1);
-    at::Tensor targets = ids.squeeze(0).narrow(0, 1, L - 1);
+    q_h = q_h.narrow(0, 0, L - 1);
+    const at::Tensor all_targets = ids.squeeze(0).narrow(0, 1, L - 1);
 
-    const double ref_nll = nll_sum(ref, targets), q_nll = nll_sum(logits, targets);
-    r.reference.nll_sum += ref_nll, r.quantized.nll_sum += q_nll;
+    // The head and every per-token measure a block of rows at a time (a window's logits are [L, V],
+    // and their float64 log-softmax twice that).
+    for (int64_t r0 = 0; r0 < L - 1; r0 += kHeadRows) {
+      const int64_t n = std::min(kHeadRows, L - 1 - r0);
+      const at::Tensor ref = model.head(ref_h.narrow(0, r0, n)), logits = model.head(q_h.narrow(0, r0, n));
+      const at::Tensor targets = all_targets.narrow(0, r0, n);
+      r.reference.nll_sum += nll_sum(ref, targets), r.quantized.nll_sum += nll_sum(logits, targets);
+
+      at::Tensor lp_ref = at::log_softmax(ref.to(at::kDouble), -1), lp_q = at::log_softmax(logits.to(at::kDouble), -1);
+      at::Tensor kl = (lp_ref.exp() * (lp_ref - lp_q)).sum(-1).clamp_min(0.0);  // [n]
+      at::Tensor klf = kl.to(at::kFloat).contiguous();
+      kl_all.insert(kl_all.end(), klf.data_ptr<float>(), klf.data_ptr<float>() + klf.numel());
+      agree += (ref.argmax(-1) == logits.argmax(-1)).sum().item<int64_t>();
+      at::Tensor tgt = targets.unsqueeze(-1);
+      delta_p += (lp_q.gather(-1, tgt).exp() - lp_ref.gather(-1, tgt).exp()).sum().item<double>();
+    }
     r.reference.predicted += L - 1, r.quantized.predicted += L - 1;
     r.reference.windows += 1, r.quantized.windows += 1;
-
-    at::Tensor lp_ref = at::log_softmax(ref.to(at::kDouble), -1), lp_q = at::log_softmax(logits.to(at::kDouble), -1);
-    at::Tensor kl = (lp_ref.exp() * (lp_ref - lp_q)).sum(-1).clamp_min(0.0);  // [L-1]
-    at::Tensor klf = kl.to(at::kFloat).contiguous();
-    kl_all.insert(kl_all.end(), klf.data_ptr<float>(), klf.data_ptr<float>() + klf.numel());
-    agree += (ref.argmax(-1) == logits.argmax(-1)).sum().item<int64_t>();
-    at::Tensor tgt = targets.unsqueeze(-1);
-    delta_p += (lp_q.gather(-1, tgt).exp() - lp_ref.gather(-1, tgt).exp()).sum().item<double>();
 
     r.bytes = cache.bytes();
     r.elements_per_kind = c.num_hidden_layers * c.num_key_value_heads * c.head_dim * L;

@@ -36,7 +36,7 @@ at::Tensor causal_gqa_attention(const at::Tensor& q, const at::Tensor& keys, con
   };
   // Blocks of queries whose scores stay within kScoreBlock floats (a long prefill would otherwise
   // hold B * Hq * T * S scores, several times, at once).
-  constexpr int64_t kScoreBlock = int64_t{1} << 24;  // 64 MiB of fp32
+  constexpr int64_t kScoreBlock = int64_t{1} << 22;  // 16 MiB of fp32 (each block makes a few such tensors)
   const int64_t per_query = std::max<int64_t>(1, B * Hq * S);
   const int64_t n = std::max<int64_t>(1, kScoreBlock / per_query);
   if (n >= T) return block(q.to(work).reshape({B, Hkv, G * T, D}), 0, T).reshape({B, Hq, T, D}).to(q.scalar_type());

@@ -231,6 +231,17 @@ at::Tensor LlamaModel::layer_forward(int64_t l, const at::Tensor& x, const at::T
 
 at::Tensor LlamaModel::forward(const at::Tensor& tokens, KvCache& cache,
                                const std::optional<at::Tensor>& positions, bool last_only) {
+  at::Tensor x = forward_hidden(tokens, cache, positions);
+  return head(last_only ? x.narrow(1, x.size(1) - 1, 1) : x);
+}
+
+at::Tensor LlamaModel::head(const at::Tensor& hidden) const {
+  at::Tensor logits = project(hidden, weights_.lm_head);
+  return logits.scalar_type() == at::kDouble ? logits : logits.to(at::kFloat);
+}
+
+at::Tensor LlamaModel::forward_hidden(const at::Tensor& tokens, KvCache& cache,
+                                      const std::optional<at::Tensor>& positions) {
   if (tokens.dim() != 2) fail("model.forward: tokens must be [batch, tokens], got {}", shape_str(tokens.sizes()));
   if (cache.num_layers() != config_.num_hidden_layers)
     fail("model.forward: cache has {} layers, model {}", cache.num_layers(), config_.num_hidden_layers);
@@ -253,10 +264,8 @@ at::Tensor LlamaModel::forward(const at::Tensor& tokens, KvCache& cache,
 
   at::Tensor x = at::embedding(weights_.embed, ids).to(activation_dtype());  // [B, T, H]
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) x = layer_forward(l, x, pos, cache.layer(l));
-  if (last_only) x = x.narrow(1, T - 1, 1);
-  x = rms_norm(x, weights_.final_norm, config_.rms_norm_eps);
-  at::Tensor logits = project(x, weights_.lm_head);
-  return logits.scalar_type() == at::kDouble ? logits : logits.to(at::kFloat);
+  // The final norm is per position, so the rows a caller keeps come out as in a whole forward.
+  return rms_norm(x, weights_.final_norm, config_.rms_norm_eps);
 }
 
 }  // namespace kvlab

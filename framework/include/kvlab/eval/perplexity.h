@@ -43,5 +43,7 @@ PerplexityResult evaluate_perplexity(LlamaModel& model, const std::vector<int32_
 
 // Sum of -log softmax(logits)[target] over rows. logits: [N, V] fp32; targets: [N] int64.
 double nll_sum(const at::Tensor& logits, const at::Tensor& targets);
+// Rows of a window whose logits the evaluators hold at once (the LM head runs on blocks of them).
+constexpr int64_t kHeadRows = 64;
 
 }  // namespace kvlab

@@ -62,6 +62,12 @@ class LlamaModel {
   // Returns logits [B, T, V] in fp32 (or [B, 1, V] for the last position when last_only).
   at::Tensor forward(const at::Tensor& tokens, KvCache& cache,
                      const std::optional<at::Tensor>& positions = std::nullopt, bool last_only = false);
+  // forward() in two halves: the final hidden states [B, T, hidden] (after the last norm, in the
+  // activation dtype) and the LM head on any rows of them (logits [..., V] in fp32). A long window's
+  // logits are [T, V] (2048 x 49152 fp32 is 400 MB): perplexity takes them a block of rows at a time.
+  at::Tensor forward_hidden(const at::Tensor& tokens, KvCache& cache,
+                            const std::optional<at::Tensor>& positions = std::nullopt);
+  at::Tensor head(const at::Tensor& hidden) const;
 
   KvCache make_full_precision_cache() const { return KvCache::full_precision(config_.num_hidden_layers); }
 
