@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -458,6 +459,10 @@ bool is_gguf_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[4] = {};
   return in && in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+bool is_gguf_path(const std::string& path) {
+  return std::filesystem::is_regular_file(path) && is_gguf_file(path);
 }
 
 }  // namespace kvlab

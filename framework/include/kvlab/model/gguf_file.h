@@ -124,5 +124,7 @@ class GgufFile {
 
 // True when the path names a GGUF file (a regular file whose first four bytes are "GGUF").
 bool is_gguf_file(const std::string& path);
+// The same, and the name of what every --model accepts besides a checkpoint folder.
+bool is_gguf_path(const std::string& path);
 
 }  // namespace kvlab

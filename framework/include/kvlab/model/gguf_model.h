@@ -19,9 +19,6 @@
 
 namespace kvlab {
 
-// The path names a GGUF file (by its magic), rather than a checkpoint folder.
-bool is_gguf_path(const std::string& path);
-
 // The architecture from metadata. Throws naming the file and key (an unsupported architecture,
 // partial rotary dimensions, an unsupported RoPE scaling, ...).
 ModelConfig gguf_model_config(const GgufFile& f);
@@ -36,6 +33,9 @@ LlamaModel load_gguf_model(const std::string& path, const LoadOptions& opt = {})
 // llama-bpe, qwen2 and the vocabularies that share their splits) or `llama` (SentencePiece-style
 // scored vocabulary with byte fallback). Anything else is refused by name.
 std::unique_ptr<Tokenizer> gguf_tokenizer(const GgufFile& f);
+// Writes the vocabulary as an HF checkpoint holds it into out_dir: tokenizer.json (gpt2) or
+// tokenizer.model (llama), and tokenizer_config.json with the chat template (convert gguf).
+void write_gguf_tokenizer_files(const GgufFile& f, const std::string& out_dir);
 
 // HF tokenizer.json / tokenizer_config.json content equivalent to a `gpt2` vocabulary (what
 // gguf_tokenizer reads and `convert gguf` writes). The config carries bos/eos, add_bos/add_eos
