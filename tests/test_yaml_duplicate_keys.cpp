@@ -47,6 +47,17 @@ TEST(YamlDuplicateKeys, FoundInEveryMapWithBothLines) {
   EXPECT_NO_THROW(refuse_duplicate_yaml_keys(write(dir, "c.yaml", "a: [1\n")));
 }
 
+// Found by fuzz_plan_file: yaml-cpp's event parser reports another document forever after a stray
+// ',' at the top level; the check reads the first document (the one the loaders use) and returns.
+TEST(YamlDuplicateKeys, AStrayCommaEndsTheCheck) {
+  test::TempDir dir;
+  for (const char* text : {",", "a: 1\n,", ",\n,\n"}) {
+    const std::string path = write(dir, "p.yaml", text);
+    EXPECT_NO_THROW(refuse_duplicate_yaml_keys(path)) << text;  // returns at all: the old loop never did
+  }
+  EXPECT_THROW(refuse_duplicate_yaml_keys(write(dir, "d.yaml", "a: 1\na: 2\n")), Error);
+}
+
 TEST(YamlDuplicateKeys, EveryYamlReaderRefusesThem) {
   test::TempDir dir;
   const std::string spec = write(dir, "t.yaml",

@@ -68,9 +68,10 @@ void refuse_duplicate_yaml_keys(const std::string& path) {
   if (!in) return;  // the caller's load reports an unreadable file
   DuplicateKeyFinder finder(path);
   try {
+    // The first document only: it is the one YAML::LoadFile returns. (yaml-cpp 0.7's parser also
+    // reports "another document" forever after a stray ',' at the top level, without advancing.)
     YAML::Parser parser(in);
-    while (parser.HandleNextDocument(finder)) {
-    }
+    parser.HandleNextDocument(finder);
   } catch (const YAML::Exception&) {
     // A syntax error: the caller's own load reports it with its position.
   }
