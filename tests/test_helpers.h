@@ -8,6 +8,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "kvlab/common/error.h"
 #include "kvlab/model/model_config.h"
@@ -52,6 +53,15 @@ inline ModelConfig small_config(int64_t kv_heads = 4, const std::string& type = 
   c.rms_norm_eps = 1e-5;
   c.attention_bias = type == "qwen2";
   return c;
+}
+
+// n draws of N(0, scale^2) from a fixed seed (plain floats, for the kernels' raw-pointer APIs).
+inline std::vector<float> normal_floats(int64_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
 }
 
 inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {

@@ -13,6 +13,7 @@
 #include "kvlab/common/error.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/kernels/packing.h"
+#include "test_helpers.h"
 
 namespace kvlab::kernels {
 namespace {
@@ -53,14 +54,6 @@ Packed pack(const std::vector<float>& x, int64_t T, int64_t D, Granularity g, Qu
   return out;
 }
 
-std::vector<float> randn(int64_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 struct AttnCase {
   Granularity kg, vg;
   int kbits, vbits;
@@ -86,8 +79,8 @@ enum class Build { Dispatched, Generic, Avx2, Avx512 };
 
 void check(const AttnCase& c, uint32_t seed, Build build = Build::Dispatched) {
   const int64_t D = c.D, S = c.total;
-  const std::vector<float> keys = randn(S * D, seed, 1.5f), values = randn(S * D, seed + 1);
-  const std::vector<float> q = randn(c.n_q * D, seed + 2);
+  const std::vector<float> keys = test::normal_floats(S * D, seed, 1.5f), values = test::normal_floats(S * D, seed + 1);
+  const std::vector<float> q = test::normal_floats(c.n_q * D, seed + 2);
   const auto [kp, k_exact] =
       split_channels({keys.begin(), keys.begin() + c.k_packed * D}, c.k_packed, D, c.k_exact);
   const auto [vp, v_exact] =

@@ -14,17 +14,10 @@
 #include "kvlab/common/error.h"
 #include "kvlab/kernels/packed_attention.h"
 #include "kvlab/kernels/packing.h"
+#include "test_helpers.h"
 
 namespace kvlab::kernels {
 namespace {
-
-std::vector<float> randn(int64_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 // Rows stored in one type: the caller keeps this alive while the Rows view is used.
 struct Stored {
@@ -75,8 +68,8 @@ void run(Build b, const float* q, int64_t n_q, int64_t D, const PackedStream& k,
 const char* type_name(RowType t) { return t == RowType::F32 ? "f32" : t == RowType::F16 ? "f16" : "bf16"; }
 
 void check_full(RowType type, int64_t n_q, int64_t D, int64_t S, uint32_t seed, Build build) {
-  const Stored k = store(randn(S * D, seed, 1.5f), S, type), v = store(randn(S * D, seed + 1), S, type);
-  const std::vector<float> q = randn(n_q * D, seed + 2);
+  const Stored k = store(test::normal_floats(S * D, seed, 1.5f), S, type), v = store(test::normal_floats(S * D, seed + 1), S, type);
+  const std::vector<float> q = test::normal_floats(n_q * D, seed + 2);
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
   std::vector<float> out(n_q * D, NAN), want(n_q * D), ws(n_q * S);
   run(build, q.data(), n_q, D, PackedStream{}, k.view, PackedStream{}, v.view, scale, out.data(), ws.data());
@@ -113,11 +106,11 @@ TEST(FullAttention, SixteenBitRowsGiveTheWidenedRowsResult) {
   // The kernel reading bf16 rows equals the same kernel reading those rows widened to fp32 bit for
   // bit: widening is exact, so the 16-bit path adds no error of its own.
   const int64_t n_q = 3, D = 64, S = 500;
-  const Stored k16 = store(randn(S * D, 11), S, RowType::BF16), v16 = store(randn(S * D, 12), S, RowType::BF16);
+  const Stored k16 = store(test::normal_floats(S * D, 11), S, RowType::BF16), v16 = store(test::normal_floats(S * D, 12), S, RowType::BF16);
   std::vector<float> k32, v32;
   for (auto x : k16.bf16) k32.push_back(static_cast<float>(x));
   for (auto x : v16.bf16) v32.push_back(static_cast<float>(x));
-  const std::vector<float> q = randn(n_q * D, 13);
+  const std::vector<float> q = test::normal_floats(n_q * D, 13);
   std::vector<float> a(n_q * D), b(n_q * D), ws(n_q * S);
   full_decode_attention(q.data(), n_q, D, k16.view, v16.view, 0.125f, a.data(), ws.data());
   full_decode_attention(q.data(), n_q, D, Rows(k32.data(), S), Rows(v32.data(), S), 0.125f, b.data(), ws.data());
@@ -129,7 +122,7 @@ TEST(FullAttention, SixteenBitRowsGiveTheWidenedRowsResult) {
 TEST(FullAttention, PackedCacheWithSixteenBitWindowMatchesReference) {
   const int64_t D = 64, n_q = 3, G = 32, S = 300, kp = 256, vp = 172;
   const QuantShape qs{2, G, false};
-  const std::vector<float> keys = randn(S * D, 21, 1.5f), values = randn(S * D, 22), q = randn(n_q * D, 23);
+  const std::vector<float> keys = test::normal_floats(S * D, 21, 1.5f), values = test::normal_floats(S * D, 22), q = test::normal_floats(n_q * D, 23);
   std::vector<uint32_t> kc((kp / G) * D * packed_words(G, 2)), vc(vp * packed_words(D, 2));
   std::vector<c10::Half> ks((kp / G) * D), kz(ks.size()), vs(vp * D / G), vz(vs.size());
   quantize_per_channel<c10::Half>(keys.data(), kp, D, D, qs, kc.data(), ks.data(), kz.data());

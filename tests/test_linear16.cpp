@@ -23,18 +23,10 @@ namespace {
 
 using kernels::RowType;
 
-std::vector<float> randn(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, 1.f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 enum class Build { Dispatched, Generic, Avx2, Avx512 };
 
 void check_rows(RowType type, int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1, Build build, uint32_t seed) {
-  const std::vector<float> x = randn(M * K, seed), wf = randn(N * K, seed + 1);
+  const std::vector<float> x = test::normal_floats(M * K, seed), wf = test::normal_floats(N * K, seed + 1);
   std::vector<c10::Half> wh(wf.begin(), wf.end());
   std::vector<c10::BFloat16> wb(wf.begin(), wf.end());
   const void* w = type == RowType::F16 ? static_cast<const void*>(wh.data()) : wb.data();
@@ -67,7 +59,7 @@ TEST(Linear16, EveryBuildMatchesReference) {
 
 TEST(Linear16, OnlyTheRequestedColumnsAreWritten) {
   const int64_t M = 3, N = 10, K = 16;
-  const std::vector<float> x = randn(M * K, 3), wf = randn(N * K, 4);
+  const std::vector<float> x = test::normal_floats(M * K, 3), wf = test::normal_floats(N * K, 4);
   std::vector<c10::BFloat16> w(wf.begin(), wf.end());
   std::vector<float> y(M * N, -7.f);
   kernels::linear16_rows(x.data(), M, K, w.data(), RowType::BF16, 2, 6, y.data(), N);
@@ -80,7 +72,7 @@ TEST(Linear16, OnlyTheRequestedColumnsAreWritten) {
 }
 
 TEST(Linear16, WidenIsExact) {
-  const std::vector<float> f = randn(1003, 5);
+  const std::vector<float> f = test::normal_floats(1003, 5);
   std::vector<c10::Half> h(f.begin(), f.end());
   std::vector<c10::BFloat16> b(f.begin(), f.end());
   std::vector<float> out(f.size());
