@@ -129,7 +129,9 @@ TEST(LongBenchMetrics, RougeLInBoundedMemoryEqualsTheFullTable) {
   auto check = [&](const std::string& h, const std::string& r, const std::string& what) {
     const auto expected = full_table_rouge_l(h, r), got = rouge_l_f(h, r);
     ASSERT_EQ(got.has_value(), expected.has_value()) << what;
-    if (expected) EXPECT_EQ(*got, *expected) << what;
+    if (expected) {
+      EXPECT_EQ(*got, *expected) << what;
+    }
     ++(expected ? scored : none);
   };
   for (const auto& [hyp, ref] : std::vector<std::pair<std::vector<int>, std::vector<int>>>{

@@ -39,7 +39,7 @@ class KiviMethod : public KvMethod {
     CachePlan plan;
     plan.method = "kivi";
     plan.prefill = common_params::prefill_mode(p);
-    plan.layers.assign(static_cast<size_t>(c.num_hidden_layers), LayerPlan{k, v, k_flush, v_flush});
+    plan.layers.assign(static_cast<size_t>(c.num_hidden_layers), LayerPlan{k, v, k_flush, v_flush, {}});
     common_params::apply_rotation(plan, p);
     return plan;
   }

@@ -39,7 +39,7 @@ class UniformMethod : public KvMethod {
     FlushRule rule;
     rule.kind = p.integer("window") > 0 ? FlushRule::Kind::Recent : FlushRule::Kind::Eager;
     rule.window = p.integer("window");
-    LayerPlan layer{spec("k_bits", "k_axis"), spec("v_bits", "v_axis"), rule, rule};
+    LayerPlan layer{spec("k_bits", "k_axis"), spec("v_bits", "v_axis"), rule, rule, {}};  // rotation: apply_rotation
     CachePlan plan;
     plan.method = "uniform";
     plan.prefill = common_params::prefill_mode(p);
