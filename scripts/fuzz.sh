@@ -3,7 +3,10 @@
 #   scripts/fuzz.sh [--time SECONDS] [TARGET...]   every target (or those named), one at a time,
 #                                                  SECONDS each (default 600)
 #   scripts/fuzz.sh --ci                           what CI runs: the parser and kernel tests under the
-#                                                  sanitizers, then each parser target for 20 s
+#                                                  sanitizers, then each parser target for 20 s from a
+#                                                  fixed seed (-seed=1) and only the committed seeds,
+#                                                  so a CI run repeats one a developer ran here
+#   scripts/fuzz.sh --seed N ...                   a fixed libFuzzer seed (default: random)
 # Each target starts from its committed seeds (tests/fuzz/corpus/<target>/); inputs it finds that
 # reach new code go to build-fuzz/corpus/<target>/ (not committed). A crash, leak, sanitizer report,
 # timeout (10 s) or an allocation over 2 GB stops the target, leaves the input in
@@ -14,10 +17,12 @@ source scripts/sanitizers/env.sh
 
 ci=0
 seconds=600
+seed=0
 targets=()
 while (($#)); do
   case "$1" in
-    --ci) ci=1; seconds=20 ;;
+    --ci) ci=1; seconds=20; seed=1 ;;
+    --seed) seed="$2"; shift ;;
     --time) seconds="$2"; shift ;;
     *) targets+=("$1") ;;
   esac
@@ -54,7 +59,11 @@ fi
 mkdir -p build-fuzz/findings build-fuzz/logs
 failed=()
 for t in "${targets[@]}"; do
-  mkdir -p "build-fuzz/corpus/$t"
+  # CI starts from the committed seeds alone (a fresh, empty corpus folder), so that with the fixed
+  # seed its run is the same wherever it runs; what it finds there is kept out of build-fuzz/corpus.
+  corpus="build-fuzz/corpus/$t"
+  ((ci)) && corpus="build-fuzz/corpus-ci/$t" && rm -rf "$corpus"
+  mkdir -p "$corpus"
   log="build-fuzz/logs/$t.log"
   # Known crashers stay fixed: each regression input must run clean first.
   if compgen -G "tests/fuzz/regressions/$t/*" >/dev/null; then
@@ -62,8 +71,8 @@ for t in "${targets[@]}"; do
       { failed+=("$t (regression input)"); tail -30 "$log.regressions"; continue; }
   fi
   if "build-fuzz/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-       -print_final_stats=1 -artifact_prefix="build-fuzz/findings/$t-" \
-       "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
+       -seed="$seed" -print_final_stats=1 -artifact_prefix="build-fuzz/findings/$t-" \
+       "$corpus" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     echo "fuzz: $t: $execs runs in ${seconds} s, clean"
   else

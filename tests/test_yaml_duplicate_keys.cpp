@@ -7,6 +7,7 @@
 
 #include "../methods/kvmix/kvmix_plan_file.h"
 #include "kvlab/common/yaml_file.h"
+#include "kvlab/eval/throughput_methods.h"
 #include "kvlab/quant/plan_file.h"
 #include "kvlab/runner/experiment_spec.h"
 #include "kvlab/train/train_config.h"
@@ -56,6 +57,36 @@ TEST(YamlDuplicateKeys, AStrayCommaEndsTheCheck) {
     EXPECT_NO_THROW(refuse_duplicate_yaml_keys(path)) << text;  // returns at all: the old loop never did
   }
   EXPECT_THROW(refuse_duplicate_yaml_keys(write(dir, "d.yaml", "a: 1\na: 2\n")), Error);
+}
+
+// Found by fuzz_plan_file in CI: a map or list in key position reached yaml-cpp's
+// `as<std::string>()` and escaped as a bare "bad conversion". Every reader refuses it with file:line.
+TEST(YamlDuplicateKeys, MapAndListKeysAreRefusedWithTheirLine) {
+  test::TempDir dir;
+  auto check = [&](const std::string& text) {
+    const std::string path = write(dir, "a.yaml", text);
+    return error_of([&] { refuse_duplicate_yaml_keys(path); });
+  };
+  std::string e = check("a: 1\n? [x, y]\n: 2\n");
+  EXPECT_NE(e.find("a.yaml:2: a key is a list; keys must be plain names"), std::string::npos) << e;
+  e = check("a:\n  b: 1\n  {c: 1}: 2\n");
+  EXPECT_NE(e.find("a.yaml:3: a key is a map"), std::string::npos) << e;
+  e = check("base: &b {bits: 2}\nuse:\n  *b : 3\n");
+  EXPECT_NE(e.find("a.yaml:3: a key is an alias of a map or list"), std::string::npos) << e;
+  // Lists of maps, maps as values, and an alias of a scalar as a key stay fine.
+  EXPECT_NO_THROW(refuse_duplicate_yaml_keys(write(dir, "fine.yaml", "a: [{b: 1}, [c]]\nn: &n name\n*n : 2\nm: {x: [1, 2]}\n")));
+
+  const std::string plan = write(dir, "p.yaml",
+                                 "method: kvtuner\nnum_layers: 1\nlayers:\n  - {layer: 0, k_bits: 2, v_bits: 2, "
+                                 "{note: x}: 1}\n");
+  e = error_of([&] { PlanFile::load(plan); });
+  EXPECT_NE(e.find("p.yaml:4: a key is a map"), std::string::npos) << e;
+  const std::string presets = write(dir, "presets.yaml", "presets:\n  [k2]: {name: kivi}\n");
+  e = error_of([&] { load_method_presets(presets); });
+  EXPECT_NE(e.find("presets.yaml:2: a key is a list"), std::string::npos) << e;
+  const std::string spec = write(dir, "s.yaml", "name: t\n? {dtype: x}\n: 1\n");
+  e = error_of([&] { ExperimentSpec::load(spec); });
+  EXPECT_NE(e.find("s.yaml:2: a key is a map"), std::string::npos) << e;
 }
 
 TEST(YamlDuplicateKeys, EveryYamlReaderRefusesThem) {

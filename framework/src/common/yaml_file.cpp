@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <map>
+#include <set>
 #include <vector>
 
 #include "kvlab/common/error.h"
@@ -22,17 +23,25 @@ class DuplicateKeyFinder : public YAML::EventHandler {
   void OnDocumentStart(const YAML::Mark&) override { open_.clear(); }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark, nullptr); }
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark, nullptr); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    if (collection_anchors_.count(anchor)) refuse_collection_key(mark, "an alias of a map or list");
+    node(mark, nullptr);
+  }
   void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string& value) override {
     node(mark, &value);
   }
-  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    refuse_collection_key(mark, "a list");
     node(mark, nullptr);
+    if (anchor != YAML::NullAnchor) collection_anchors_.insert(anchor);
     open_.push_back({false, true, {}});
   }
   void OnSequenceEnd() override { open_.pop_back(); }
-  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+    refuse_collection_key(mark, "a map");
     node(mark, nullptr);
+    if (anchor != YAML::NullAnchor) collection_anchors_.insert(anchor);
     open_.push_back({true, true, {}});
   }
   void OnMapEnd() override { open_.pop_back(); }
@@ -43,6 +52,13 @@ class DuplicateKeyFinder : public YAML::EventHandler {
     bool expect_key;                    // maps: the next node is a key
     std::map<std::string, int> keys;    // scalar key -> its line (1-based)
   };
+
+  // Every key kvlab reads is a name: a map or list in key position (`? [a, b]: 1`, `{a: 1}: 2`)
+  // would otherwise surface as yaml-cpp's bare "bad conversion" far from the file.
+  void refuse_collection_key(const YAML::Mark& mark, const char* what) const {
+    if (!open_.empty() && open_.back().is_map && open_.back().expect_key)
+      fail("{}:{}: a key is {}; keys must be plain names", path_, mark.line + 1, what);
+  }
 
   // A node starts; `scalar` is its text when it is a scalar.
   void node(const YAML::Mark& mark, const std::string* scalar) {
@@ -59,6 +75,7 @@ class DuplicateKeyFinder : public YAML::EventHandler {
 
   std::string path_;
   std::vector<Collection> open_;
+  std::set<YAML::anchor_t> collection_anchors_;
 };
 
 }  // namespace

@@ -4,7 +4,9 @@
 #include <filesystem>
 
 #include "kvlab/common/error.h"
+#include "kvlab/common/input_file.h"
 #include "kvlab/common/strings.h"
+#include "kvlab/common/yaml_file.h"
 #include "kvlab/quant/kv_method.h"
 #include "kvlab/runner/experiment_spec.h"
 
@@ -32,14 +34,16 @@ bool declares(const std::string& method, const std::string& key) {
 }  // namespace
 
 std::vector<MethodChoice> load_method_presets(const std::string& file) {
-  if (!std::filesystem::is_regular_file(file)) fail("presets file '{}' not found", file);
+  check_input_file(file, "presets file", kMaxYamlFileBytes);
   YAML::Node root;
   try {
     root = YAML::LoadFile(file);
   } catch (const YAML::Exception& e) {
     fail("{}: not valid YAML ({})", file, e.what());
   }
+  refuse_duplicate_yaml_keys(file);
   std::vector<MethodChoice> out;
+  if (!root.IsMap()) fail("{}: expected a YAML map with a 'presets' map", file);
   const YAML::Node presets = root["presets"];
   if (!presets) return out;
   if (!presets.IsMap()) fail("{}: 'presets' must be a map of name: {{name, params, calibration}}", file);
