@@ -79,6 +79,13 @@ TEST(PlanFile, ErrorsNameTheFileAndKey) {
   EXPECT_NE(load_error("method: m\nnum_layers: 1\nlayers: {a: 1}\n").find("layers must be a list"), std::string::npos);
   EXPECT_NE(load_error("method: [m\n").find("p.yaml:"), std::string::npos);
   EXPECT_NE(error_of([&] { PlanFile::load(tmp / "absent.yaml"); }).find("absent.yaml: cannot be read"), std::string::npos);
+  // Found by fuzz_plan_file: a NUL in the method name did not survive save + load.
+  EXPECT_NE(load_error(std::string("method: \"kv\\0tuner\"\nnum_layers: 0\nlayers: []\n"))
+                .find("p.yaml: method: control character 0x00 at byte 2 of the name"),
+            std::string::npos);
+  EXPECT_NE(load_error("method: kvtuner\nmodel: \"a\\nb\"\nnum_layers: 0\nlayers: []\n")
+                .find("p.yaml: model: control character 0x0a at byte 1"),
+            std::string::npos);
 }
 
 class CharTokenizer : public Tokenizer {

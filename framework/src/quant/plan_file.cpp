@@ -27,6 +27,17 @@ T scalar(const YAML::Node& n, const std::string& where, const char* type) {
   }
 }
 
+// method and model are names that are matched and written back: a control character in one (a NUL,
+// a newline) would not survive the YAML round trip and only garbles the messages that quote it.
+std::string name_of(const YAML::Node& n, const std::string& where) {
+  std::string s = scalar<std::string>(n, where, "a string");
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) fail("{}: control character 0x{:02x} at byte {} of the name", where, c, i);
+  }
+  return s;
+}
+
 int bits_of(const YAML::Node& n, const std::string& where) {
   if (!n) fail("{}: missing", where);
   const int b = scalar<int>(n, where, "an integer");
@@ -57,8 +68,8 @@ PlanFile PlanFile::load(const std::string& path) {
   p.path = path;
   for (const char* key : {"method", "num_layers", "layers"})
     if (!root[key]) fail("plan file {}: missing key '{}'", path, key);
-  p.method = scalar<std::string>(root["method"], path + ": method", "a string");
-  if (root["model"]) p.model = scalar<std::string>(root["model"], path + ": model", "a string");
+  p.method = name_of(root["method"], path + ": method");
+  if (root["model"]) p.model = name_of(root["model"], path + ": model");
   p.calibration = root["calibration"] ? root["calibration"] : YAML::Node(YAML::NodeType::Map);
   if (!p.calibration.IsMap()) fail("plan file {}: calibration must be a map", path);
   const auto n = scalar<int64_t>(root["num_layers"], path + ": num_layers", "an integer");
