@@ -209,6 +209,33 @@ TEST(KvmixMethod, ScoresWithDefaultTiersGiveK219V238On32Layers) {
   EXPECT_EQ(average(budget, false), 3.0);
 }
 
+// The ranking ablation's other control: the plan's ranking upside down. With k_score falling in l
+// and v_score rising, the high-bit layers move to the other end; the averages stay.
+TEST(KvmixMethod, ReversedRankingGivesTheHighBitsToTheLeastImportantLayers) {
+  test::TempDir tmp;
+  kvmix::write_plan_file(sample_plan(32), tmp / "plan.yaml");
+  const ModelConfig c = layers_config(32);
+  const CachePlan plan = kvmix_method("{plan: " + tmp / "plan.yaml" + ", bits_from: reversed, group: 4}")->plan(c);
+  int k = 0, v = 0;
+  for (size_t l = 0; l < 32; ++l) {
+    EXPECT_EQ(plan.layers[l].k.bits, l >= 26 ? 3 : 2) << l;
+    EXPECT_EQ(plan.layers[l].v.bits, l < 6 ? 4 : 2) << l;
+    k += plan.layers[l].k.bits, v += plan.layers[l].v.bits;
+  }
+  EXPECT_EQ(k, 70);
+  EXPECT_EQ(v, 76);
+  const CachePlan budget =
+      kvmix_method("{plan: " + tmp / "plan.yaml" + ", bits_from: reversed, group: 4, k_avg_bits: 2.5, v_avg_bits: 3}")
+          ->plan(c);
+  double kb = 0, vb = 0;
+  for (const auto& l : budget.layers) kb += l.k.bits, vb += l.v.bits;
+  EXPECT_EQ(kb / 32, 2.5);
+  EXPECT_EQ(vb / 32, 3.0);
+  EXPECT_GE(budget.layers[31].k.bits, budget.layers[0].k.bits);  // reversed: the last layers rank first
+  std::string e = error_of([] { kvmix_method("{bits_from: reversed}"); });
+  EXPECT_NE(e.find("set plan=FILE"), std::string::npos) << e;
+}
+
 TEST(KvmixMethod, ParameterCombinationsAreChecked) {
   test::TempDir tmp;
   kvmix::write_plan_file(sample_plan(3), tmp / "plan.yaml");

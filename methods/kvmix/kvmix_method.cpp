@@ -6,7 +6,8 @@
 // written by `kvlab profile kvmix` (bits_from=file, the default; a person may have edited them), or
 // allocated from the plan's importance scores with this method's tier / budget parameters
 // (bits_from=scores), or from a seeded random ranking (bits_from=random, the paper's
-// "random-k2.19v2.38" ablation). Flush rule of both K and V (METHODS.md section 4): after every
+// "random-k2.19v2.38" ablation), or from the plan's ranking turned upside down (bits_from=reversed,
+// the ablation's other control: the least important layers get the high bits). Flush rule of both K and V (METHODS.md section 4): after every
 // append, with n the full-precision tokens, keep floor(r * n) and quantize the oldest
 // floor((n - keep) / G) * G.
 //
@@ -16,6 +17,7 @@
 // (tests/test_rotation.cpp checks it). One profile, and one cached plan, serves both.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 
@@ -35,8 +37,9 @@ std::vector<ParamSpec> kvmix_params() {
       ParamSpec::string("plan", "", "plan file from 'kvlab profile kvmix' (per-layer bits, scores, ratios)"),
       ParamSpec::string("bits_from", "file",
                         "file: the plan's k_bits / v_bits; scores: allocate from the plan's scores with the tier / "
-                        "budget parameters below; random: allocate from a random ranking (ablation, no plan)",
-                        {"file", "scores", "random"}),
+                        "budget parameters below; random: allocate from a random ranking (ablation, no plan); "
+                        "reversed: allocate from the plan's ranking reversed (ablation)",
+                        {"file", "scores", "random", "reversed"}),
       ParamSpec::integer("seed", 0, "bits_from=random: seed of the random layer ranking", 0),
   };
   for (auto& s : kvmix::allocation_params()) p.push_back(s);
@@ -47,6 +50,18 @@ std::vector<ParamSpec> kvmix_params() {
   p.push_back(cp::param_dtype());
   p.push_back(cp::prefill());
   return cp::with_rotation(p);
+}
+
+// The same score values dealt out in the opposite order: the layer ranked first gets the lowest
+// score, the second the second lowest, and so on (ties keep layer order). Tiers and budgets see the
+// same distribution of scores, only on the other layers.
+std::vector<double> reversed_ranking(const std::vector<double>& scores) {
+  std::vector<size_t> order(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  std::vector<double> out(scores.size());
+  for (size_t i = 0; i < order.size(); ++i) out[order[i]] = scores[order[order.size() - 1 - i]];
+  return out;
 }
 
 class KvmixMethod : public KvMethod {
@@ -79,7 +94,7 @@ class KvmixMethod : public KvMethod {
     // A plan written for another method (a KVTuner or MixKVQ plan, say) has bits chosen for another cache.
     if (file_.method != "kvmix")
       fail("{}: method is '{}', expected 'kvmix' (a plan is written for one method)", plan, file_.method);
-    if (from == "scores") {
+    if (from == "scores" || from == "reversed") {
       file_.scores("k");
       file_.scores("v");
     }
@@ -100,10 +115,11 @@ class KvmixMethod : public KvMethod {
       ratios_from_file = file_.has_ratios() && !p.was_given("ratio_preset");
     } else {
       std::vector<double> k_scores, v_scores;
-      if (from == "scores") {
+      if (from == "scores" || from == "reversed") {
         kvmix::check_plan_matches_model(file_, L);
         k_scores = file_.scores("k");
         v_scores = file_.scores("v");
+        if (from == "reversed") k_scores = reversed_ranking(k_scores), v_scores = reversed_ranking(v_scores);
       } else {
         std::mt19937_64 rng(static_cast<uint64_t>(p.integer("seed")));
         for (int64_t l = 0; l < L; ++l) k_scores.push_back(static_cast<double>(rng() >> 11));
