@@ -240,6 +240,14 @@ TEST(GgufFile, BadTensorInfos) {
     GgufBuilder c;
     c.tensor("big", {~uint64_t{0}}, 0, four_floats);
     expect_has(open_error(c.bytes()), "tensor 'big': the element count overflows");
+    // Found by fuzz_gguf: no elements (a zero dimension), but the other dimensions' product, which
+    // the tensor's strides and storage size are made of, overflows.
+    GgufBuilder z;
+    z.tensor("empty", {1613758640, uint64_t{103583890941149184}, uint64_t{1} << 41, 0}, 0, four_floats);
+    expect_has(open_error(z.bytes()), "tensor 'empty': the element count overflows (dimension 1");
+    GgufBuilder y;
+    y.tensor("empty", {uint64_t{1} << 61, 0}, 0, four_floats);  // its fp32 bytes would overflow
+    expect_has(open_error(y.bytes()), "tensor 'empty': the element count overflows (dimension 0");
   }
   {  // a size consistent with the header but past the end of the file
     GgufBuilder b;

@@ -191,6 +191,35 @@ TEST(HostileLlama2c, HeaderProductsAreCheckedAndTheSignedMinimumRefused) {
             std::string::npos);
 }
 
+// Found by fuzz_bpe_tokenizer: a token id near 2^31 grew the id -> token table to 64 GB before any
+// other check. Ids are bounded by the vocabulary limit of config.json (2^24).
+TEST(HostileTokenizers, AHugeTokenIdIsRefusedBeforeTheTableGrows) {
+  test::TempDir dir;
+  std::ifstream in(std::string(KVLAB_TEST_DATA) + "/tokenizers/tiny_bpe/tokenizer.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  const std::string token = j["model"]["vocab"].begin().key();
+  j["model"]["vocab"][token] = 2147483647;
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  EXPECT_EQ(error_of([&] { BpeTokenizer::from_file(dir / "tokenizer.json"); }),
+            dir / "tokenizer.json" + ": model.vocab." + token +
+                ": token id 2147483647 is beyond the limit of 16777216 ids");
+  j["model"]["vocab"][token] = (1 << 24) - 1;  // the largest id allowed still loads
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  EXPECT_NO_THROW(BpeTokenizer::from_file(dir / "tokenizer.json"));
+}
+
+// Found by fuzz_sentencepiece: a model with a zero-length piece made libsentencepiece's
+// double-array builder throw through the shim's C interface; it is one error line now.
+TEST(HostileTokenizers, ASentencePieceModelWithAnEmptyPieceIsOneError) {
+  test::TempDir dir;
+  const unsigned char model[] = {0x0a, 0x0e, 0x0a, 0x05, 0x3c, 0x75, 0x6e, 0x6b, 0x3e, 0x15, 0x00, 0x00,
+                                 0x00, 0x00, 0x18, 0x02, 0x0a, 0x0c, 0x0a, 0x03, 0x3e, 0x0e, 0xaa, 0x0a,
+                                 0x05, 0x00, 0x00, 0x18, 0x02, 0x0a};
+  std::ofstream(dir / "tokenizer.model", std::ios::binary).write(reinterpret_cast<const char*>(model), sizeof model);
+  const std::string e = error_of([&] { SentencePieceTokenizer t(dir / "tokenizer.model"); });
+  EXPECT_NE(e.find(dir / "tokenizer.model" + ": not a valid SentencePiece model ("), std::string::npos) << e;
+}
+
 // --- non-regular files (issue 19 finding 3, and every other reader) ---------------------------
 
 TEST(NonRegularFiles, FifoAsConfigOrSafetensorsIsRefusedByName) {

@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,50 +28,73 @@ void set_error(char* err, size_t len, const std::string& msg) {
   err[len - 1] = '\0';
 }
 
+// No C++ exception may cross this C interface (nor the link-map namespace it is loaded into):
+// libsentencepiece's double-array builder throws on a malformed model (a zero-length piece, found
+// by fuzz_sentencepiece), so every entry point turns one into its error string.
+template <typename F>
+int guarded(char* err, size_t err_len, F&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    set_error(err, err_len, e.what());
+  } catch (...) {
+    set_error(err, err_len, "unknown exception in libsentencepiece");
+  }
+  return 1;
+}
+
 }  // namespace
 
 extern "C" {
 
 void* kvspm_load(const char* path, char* err, size_t err_len) {
-  auto* sp = new sentencepiece::SentencePieceProcessor();
-  const auto status = sp->Load(path);
-  if (!status.ok()) {
-    set_error(err, err_len, status.ToString());
-    delete sp;
-    return nullptr;
-  }
-  return sp;
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp;
+  const int failed = guarded(err, err_len, [&] {
+    sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = sp->Load(path);
+    if (!status.ok()) {
+      set_error(err, err_len, status.ToString());
+      return 1;
+    }
+    return 0;
+  });
+  return failed ? nullptr : sp.release();
 }
 
 void kvspm_destroy(void* handle) { delete static_cast<sentencepiece::SentencePieceProcessor*>(handle); }
 
 // On success *ids is a malloc'ed array of *count ids (free with kvspm_free).
 int kvspm_encode(void* handle, const char* text, size_t len, int** ids, size_t* count, char* err, size_t err_len) {
-  std::vector<int> out;
-  const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, len), &out);
-  if (!status.ok()) {
-    set_error(err, err_len, status.ToString());
-    return 1;
-  }
-  *count = out.size();
-  *ids = static_cast<int*>(std::malloc(std::max<size_t>(1, out.size()) * sizeof(int)));
-  std::memcpy(*ids, out.data(), out.size() * sizeof(int));
-  return 0;
+  return guarded(err, err_len, [&] {
+    std::vector<int> out;
+    const auto status =
+        static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, len), &out);
+    if (!status.ok()) {
+      set_error(err, err_len, status.ToString());
+      return 1;
+    }
+    *count = out.size();
+    *ids = static_cast<int*>(std::malloc(std::max<size_t>(1, out.size()) * sizeof(int)));
+    std::memcpy(*ids, out.data(), out.size() * sizeof(int));
+    return 0;
+  });
 }
 
 // On success *text is a malloc'ed buffer of *len bytes (free with kvspm_free).
 int kvspm_decode(void* handle, const int* ids, size_t count, char** text, size_t* len, char* err, size_t err_len) {
-  std::string out;
-  const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Decode(
-      std::vector<int>(ids, ids + count), &out);
-  if (!status.ok()) {
-    set_error(err, err_len, status.ToString());
-    return 1;
-  }
-  *len = out.size();
-  *text = static_cast<char*>(std::malloc(std::max<size_t>(1, out.size())));
-  std::memcpy(*text, out.data(), out.size());
-  return 0;
+  return guarded(err, err_len, [&] {
+    std::string out;
+    const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Decode(
+        std::vector<int>(ids, ids + count), &out);
+    if (!status.ok()) {
+      set_error(err, err_len, status.ToString());
+      return 1;
+    }
+    *len = out.size();
+    *text = static_cast<char*>(std::malloc(std::max<size_t>(1, out.size())));
+    std::memcpy(*text, out.data(), out.size());
+    return 0;
+  });
 }
 
 void kvspm_free(void* p) { std::free(p); }
@@ -86,15 +111,18 @@ int kvspm_train(const char* args, char* err, size_t err_len) {
   const int saved = dup(2);
   const int null_fd = open("/dev/null", O_WRONLY);
   if (null_fd >= 0) dup2(null_fd, 2);
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  const int failed = guarded(err, err_len, [&] {
+    const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+    if (!status.ok()) {
+      set_error(err, err_len, status.ToString());
+      return 1;
+    }
+    return 0;
+  });
   std::fflush(stderr);
   if (saved >= 0) dup2(saved, 2), close(saved);
   if (null_fd >= 0) close(null_fd);
-  if (!status.ok()) {
-    set_error(err, err_len, status.ToString());
-    return 1;
-  }
-  return 0;
+  return failed;
 }
 
 }  // extern "C"

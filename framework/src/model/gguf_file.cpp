@@ -298,11 +298,16 @@ void GgufFile::parse() {
     if (tensor_index_.count(t.name)) fail("{}: duplicate tensor name {}", file, quote(t.name));
     const uint32_t n_dims = c.read<uint32_t>(what + " dimension count");
     if (n_dims > kMaxDims) fail("{}: {}: {} dimensions (at most {})", file, what, n_dims, kMaxDims);
-    int64_t elements = 1;
+    // `extent` counts a zero dimension as one: a tensor with no elements still gets strides (the
+    // products of the other dimensions), and those must not overflow either (fuzz_gguf: shape
+    // [1.6e9, 1e17, 2.2e12, 0] passed as zero elements, then overflowed in the tensor's storage size).
+    int64_t elements = 1, extent = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t dim = c.read<uint64_t>(what + " dimensions");
       if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          __builtin_mul_overflow(elements, static_cast<int64_t>(dim), &elements))
+          __builtin_mul_overflow(elements, static_cast<int64_t>(dim), &elements) ||
+          __builtin_mul_overflow(extent, std::max<int64_t>(1, static_cast<int64_t>(dim)), &extent) ||
+          extent > std::numeric_limits<int64_t>::max() / 8)  // the size in bytes of a tensor of doubles
         fail("{}: {}: the element count overflows (dimension {} = {})", file, what, d, dim);
       t.dims.push_back(static_cast<int64_t>(dim));
     }

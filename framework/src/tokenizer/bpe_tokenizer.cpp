@@ -47,6 +47,8 @@ json parse_json(const std::string& path, const char* what) {
 }
 
 // Typed access to tokenizer.json values; failures name the file and the key path.
+constexpr int64_t kMaxTokenIds = int64_t{1} << 24;
+
 class JsonReader {
  public:
   explicit JsonReader(std::string path) : path_(std::move(path)) {}
@@ -89,8 +91,11 @@ class JsonReader {
   // As above with the key built only on failure (the vocabulary has 10^5 entries).
   template <typename KeyFn>
   int32_t id(const json& v, const KeyFn& key) const {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
-      bad(key(), "expected a non-negative token id");
+    if (!v.is_number_integer() || v.get<int64_t>() < 0) bad(key(), "expected a non-negative token id");
+    // Ids index a table: one of 2^31 would allocate 64 GB before anything else is read. The bound
+    // is the vocabulary limit of config.json (ModelConfig::kMaxVocabSize).
+    if (v.get<int64_t>() >= kMaxTokenIds)
+      bad(key(), fmt::format("token id {} is beyond the limit of {} ids", v.get<int64_t>(), kMaxTokenIds));
     return static_cast<int32_t>(v.get<int64_t>());
   }
 
