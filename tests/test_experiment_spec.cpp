@@ -8,7 +8,9 @@
 #endif
 #endif
 #if KVLAB_TEST_UNDER_ASAN
-#include <sanitizer/allocator_interface.h>
+#include <cstddef>
+// From the ASan runtime (sanitizer/allocator_interface.h, which GCC does not install).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
 #include <gtest/gtest.h>
 #include <malloc.h>
