@@ -339,6 +339,19 @@ TEST(ExperimentGrid, MemoryGrowsLinearlyWithTheCells) {
   EXPECT_LT(large, 1.5 * small) << "bytes per cell: " << small << " with 120 cells, " << large << " with 960";
 }
 
+// Found by fuzz_experiment_spec: an include (or a model path) too long for the file system made
+// std::filesystem throw its own error out of the loader; it is the loader's one line now.
+TEST(ExperimentSpecs, ANameTooLongForTheFileSystemIsNotFound) {
+  test::TempDir dir;
+  const std::string long_name(5000, 'x');
+  const std::string e = error_of([&] {
+    grid_of(write(dir, "t.yaml", std::string(kHeader) + "include: " + long_name + "\nmethods:\n  - fp16\n"));
+  });
+  EXPECT_NE(e.find("t.yaml:"), std::string::npos) << e;
+  EXPECT_NE(e.find("included file '"), std::string::npos) << e;
+  EXPECT_NE(e.find("not found (File name too long)"), std::string::npos) << e;
+}
+
 TEST(ExperimentGrid, VariablesAndRelativePaths) {
   test::TempDir dir;
   std::filesystem::create_directories(dir / "data");

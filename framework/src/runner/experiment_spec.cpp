@@ -433,7 +433,8 @@ ExperimentSpec ExperimentSpec::load(const std::string& path) {
     else fail("{}: 'include' must be a file or a list of files", r.at(inc));
     for (const auto& f : files) {
       const std::string inc_path = resolve_path(r.string(f, "include"), spec.dir, r.at(f));
-      if (!fs::exists(inc_path)) fail("{}: included file '{}' not found", r.at(f), inc_path);
+      std::error_code ec;  // the throwing overload turns a 5,000-byte name into a filesystem_error
+      if (!fs::exists(inc_path, ec)) fail("{}: included file '{}' not found{}", r.at(f), inc_path, ec ? " (" + ec.message() + ")" : "");
       const YAML::Node inc_root = load_yaml(inc_path);
       Reader ri{inc_path};
       if (!inc_root.IsMap()) fail("{}: an included file must be a map with 'presets'", inc_path);
@@ -502,7 +503,8 @@ std::vector<std::string> ExperimentSpec::unregistered(const std::string& path) {
         if (f.IsScalar()) files.push_back(f.Scalar());
     for (const auto& f : files) {
       const std::string p = resolve_path(f, dir, path);
-      if (fs::exists(p)) collect(load_yaml(p));
+      std::error_code ec;
+      if (fs::exists(p, ec)) collect(load_yaml(p));
     }
   }
   collect(root);

@@ -46,7 +46,8 @@ YAML::Node expand_params(const YAML::Node& params, const std::string& base_dir, 
   for (const auto& kv : params) {
     std::string v = expand_variables(kv.second.Scalar(), yaml_where(where, kv.second));
     const fs::path p(v);
-    if (!v.empty() && p.is_relative() && !base_dir.empty() && fs::exists(fs::path(base_dir) / p))
+    std::error_code ec;  // a name too long for the file system is just not a file here
+    if (!v.empty() && p.is_relative() && !base_dir.empty() && fs::exists(fs::path(base_dir) / p, ec))
       v = (fs::path(base_dir) / p).lexically_normal().string();
     out.force_insert(kv.first.Scalar(), v);
   }
@@ -485,7 +486,8 @@ Grid build_grid(const ExperimentSpec& spec, const GridOptions& opt) {
               } else {
                 if (step && !mp.string(step->plan_param).empty()) {
                   const std::string file = expanded_method[step->plan_param].Scalar();
-                  if (!fs::is_regular_file(file))
+                  std::error_code ec;
+                  if (!fs::is_regular_file(file, ec))
                     fail("{}: parameter '{}': plan file '{}' not found", mwhere, step->plan_param, file);
                   method_json["plan_sha256"] = sha256_hex([&] {
                     check_input_file(file, "plan file", kMaxYamlFileBytes);
