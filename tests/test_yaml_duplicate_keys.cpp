@@ -23,12 +23,15 @@ std::string write(const test::TempDir& dir, const std::string& name, const std::
 
 std::string error_of(const std::function<void()>& f) { return test::error_of(f, true); }
 
+// The check's message for `text` written to <dir>/a.yaml.
+std::string check_error(const test::TempDir& dir, const std::string& text) {
+  const std::string path = write(dir, "a.yaml", text);
+  return error_of([&] { refuse_duplicate_yaml_keys(path); });
+}
+
 TEST(YamlDuplicateKeys, FoundInEveryMapWithBothLines) {
   test::TempDir dir;
-  auto check = [&](const std::string& text) {
-    const std::string path = write(dir, "a.yaml", text);
-    return error_of([&] { refuse_duplicate_yaml_keys(path); });
-  };
+  auto check = [&](const std::string& text) { return check_error(dir, text); };
   std::string e = check("name: x\ndtype: float32\nseed: 1\ndtype: bfloat16\n");
   EXPECT_NE(e.find(dir / "a.yaml:4: key 'dtype' appears twice in one map (first at line 2)"), std::string::npos) << e;
   e = check("methods:\n  - {name: kivi, params: {bits: 2, group: 32, bits: 4}}\n");
@@ -63,10 +66,7 @@ TEST(YamlDuplicateKeys, AStrayCommaEndsTheCheck) {
 // `as<std::string>()` and escaped as a bare "bad conversion". Every reader refuses it with file:line.
 TEST(YamlDuplicateKeys, MapAndListKeysAreRefusedWithTheirLine) {
   test::TempDir dir;
-  auto check = [&](const std::string& text) {
-    const std::string path = write(dir, "a.yaml", text);
-    return error_of([&] { refuse_duplicate_yaml_keys(path); });
-  };
+  auto check = [&](const std::string& text) { return check_error(dir, text); };
   std::string e = check("a: 1\n? [x, y]\n: 2\n");
   EXPECT_NE(e.find("a.yaml:2: a key is a list; keys must be plain names"), std::string::npos) << e;
   e = check("a:\n  b: 1\n  {c: 1}: 2\n");

@@ -28,13 +28,16 @@ void set_error(char* err, size_t len, const std::string& msg) {
   err[len - 1] = '\0';
 }
 
-// No C++ exception may cross this C interface (nor the link-map namespace it is loaded into):
-// libsentencepiece's double-array builder throws on a malformed model (a zero-length piece, found
-// by fuzz_sentencepiece), so every entry point turns one into its error string.
+// Runs `body` (which returns libsentencepiece's status) for a C entry point: 0 on success, else 1
+// with the status, or the exception, as the error string. No C++ exception may cross this C
+// interface (nor the link-map namespace it is loaded into): libsentencepiece's double-array builder
+// throws on a malformed model (a zero-length piece, found by fuzz_sentencepiece).
 template <typename F>
 int guarded(char* err, size_t err_len, F&& body) {
   try {
-    return body();
+    const auto status = body();
+    if (status.ok()) return 0;
+    set_error(err, err_len, status.ToString());
   } catch (const std::exception& e) {
     set_error(err, err_len, e.what());
   } catch (...) {
@@ -51,12 +54,7 @@ void* kvspm_load(const char* path, char* err, size_t err_len) {
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp;
   const int failed = guarded(err, err_len, [&] {
     sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    const auto status = sp->Load(path);
-    if (!status.ok()) {
-      set_error(err, err_len, status.ToString());
-      return 1;
-    }
-    return 0;
+    return sp->Load(path);
   });
   return failed ? nullptr : sp.release();
 }
@@ -69,14 +67,12 @@ int kvspm_encode(void* handle, const char* text, size_t len, int** ids, size_t* 
     std::vector<int> out;
     const auto status =
         static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Encode(std::string(text, len), &out);
-    if (!status.ok()) {
-      set_error(err, err_len, status.ToString());
-      return 1;
+    if (status.ok()) {
+      *count = out.size();
+      *ids = static_cast<int*>(std::malloc(std::max<size_t>(1, out.size()) * sizeof(int)));
+      std::memcpy(*ids, out.data(), out.size() * sizeof(int));
     }
-    *count = out.size();
-    *ids = static_cast<int*>(std::malloc(std::max<size_t>(1, out.size()) * sizeof(int)));
-    std::memcpy(*ids, out.data(), out.size() * sizeof(int));
-    return 0;
+    return status;
   });
 }
 
@@ -86,14 +82,12 @@ int kvspm_decode(void* handle, const int* ids, size_t count, char** text, size_t
     std::string out;
     const auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Decode(
         std::vector<int>(ids, ids + count), &out);
-    if (!status.ok()) {
-      set_error(err, err_len, status.ToString());
-      return 1;
+    if (status.ok()) {
+      *len = out.size();
+      *text = static_cast<char*>(std::malloc(std::max<size_t>(1, out.size())));
+      std::memcpy(*text, out.data(), out.size());
     }
-    *len = out.size();
-    *text = static_cast<char*>(std::malloc(std::max<size_t>(1, out.size())));
-    std::memcpy(*text, out.data(), out.size());
-    return 0;
+    return status;
   });
 }
 
@@ -111,14 +105,7 @@ int kvspm_train(const char* args, char* err, size_t err_len) {
   const int saved = dup(2);
   const int null_fd = open("/dev/null", O_WRONLY);
   if (null_fd >= 0) dup2(null_fd, 2);
-  const int failed = guarded(err, err_len, [&] {
-    const auto status = sentencepiece::SentencePieceTrainer::Train(args);
-    if (!status.ok()) {
-      set_error(err, err_len, status.ToString());
-      return 1;
-    }
-    return 0;
-  });
+  const int failed = guarded(err, err_len, [&] { return sentencepiece::SentencePieceTrainer::Train(args); });
   std::fflush(stderr);
   if (saved >= 0) dup2(saved, 2), close(saved);
   if (null_fd >= 0) close(null_fd);

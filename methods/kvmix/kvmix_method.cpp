@@ -7,9 +7,9 @@
 // allocated from the plan's importance scores with this method's tier / budget parameters
 // (bits_from=scores), or from a seeded random ranking (bits_from=random, the paper's
 // "random-k2.19v2.38" ablation), or from the plan's ranking turned upside down (bits_from=reversed,
-// the ablation's other control: the least important layers get the high bits). Flush rule of both K and V (METHODS.md section 4): after every
-// append, with n the full-precision tokens, keep floor(r * n) and quantize the oldest
-// floor((n - keep) / G) * G.
+// the ablation's other control: the least important layers get the high bits). Flush rule of both
+// K and V (METHODS.md section 4): after every append, with n the full-precision tokens, keep
+// floor(r * n) and quantize the oldest floor((n - keep) / G) * G.
 //
 // rotate (shared by every quantizing method) quantizes Hadamard-rotated K/V. The profile does not
 // depend on it: its scores are weight gradients under a full-precision cache, and rotating q, k, v

@@ -434,7 +434,8 @@ ExperimentSpec ExperimentSpec::load(const std::string& path) {
     for (const auto& f : files) {
       const std::string inc_path = resolve_path(r.string(f, "include"), spec.dir, r.at(f));
       std::error_code ec;  // the throwing overload turns a 5,000-byte name into a filesystem_error
-      if (!fs::exists(inc_path, ec)) fail("{}: included file '{}' not found{}", r.at(f), inc_path, ec ? " (" + ec.message() + ")" : "");
+      if (!fs::exists(inc_path, ec))
+        fail("{}: included file '{}' not found{}", r.at(f), inc_path, ec ? " (" + ec.message() + ")" : "");
       const YAML::Node inc_root = load_yaml(inc_path);
       Reader ri{inc_path};
       if (!inc_root.IsMap()) fail("{}: an included file must be a map with 'presets'", inc_path);

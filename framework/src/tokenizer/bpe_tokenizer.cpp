@@ -14,6 +14,7 @@
 #include "byte_level.h"
 #include "kvlab/common/error.h"
 #include "kvlab/common/input_file.h"
+#include "kvlab/model/model_config.h"
 #include "pre_tokenizer.h"
 #include "unicode.h"
 
@@ -47,8 +48,6 @@ json parse_json(const std::string& path, const char* what) {
 }
 
 // Typed access to tokenizer.json values; failures name the file and the key path.
-constexpr int64_t kMaxTokenIds = int64_t{1} << 24;
-
 class JsonReader {
  public:
   explicit JsonReader(std::string path) : path_(std::move(path)) {}
@@ -93,9 +92,9 @@ class JsonReader {
   int32_t id(const json& v, const KeyFn& key) const {
     if (!v.is_number_integer() || v.get<int64_t>() < 0) bad(key(), "expected a non-negative token id");
     // Ids index a table: one of 2^31 would allocate 64 GB before anything else is read. The bound
-    // is the vocabulary limit of config.json (ModelConfig::kMaxVocabSize).
-    if (v.get<int64_t>() >= kMaxTokenIds)
-      bad(key(), fmt::format("token id {} is beyond the limit of {} ids", v.get<int64_t>(), kMaxTokenIds));
+    // is the vocabulary limit of config.json.
+    if (v.get<int64_t>() >= ModelConfig::kMaxVocabSize)
+      bad(key(), fmt::format("token id {} is beyond the limit of {} ids", v.get<int64_t>(), ModelConfig::kMaxVocabSize));
     return static_cast<int32_t>(v.get<int64_t>());
   }
 
