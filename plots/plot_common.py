@@ -90,6 +90,7 @@ _METRIC_LABELS = {
     "delta_p_correct": "mean change of p(correct token) vs fp16",
     "longbench/avg": "LongBench average score (0-100)",
     "passkey/acc": "passkey retrieval accuracy",
+    "needle/acc": "needle retrieval accuracy",
     "decode_tok_s": "decode tokens/s (generated, all decode steps)",
     "steady_decode_tok_s": "steady-state decode tokens/s (median step)",
     "generate_tok_s": "generated tokens/s over the whole run",

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>
@@ -404,6 +405,72 @@ TEST(KvTunerSearch, EndToEndOnASmallModel) {
   const std::string e = error_of([&] { step.run(ctx2); });
   EXPECT_NE(e.find("at or under --target-bits 1.5"), std::string::npos) << e;
   EXPECT_TRUE(std::filesystem::exists(tmp / "out/pareto.yaml"));
+}
+
+// The sensitivity table (the search's whole cost) is reused by a search beside an earlier one that
+// differs only in the target: a value planted in the first search's table shows up in the second's
+// sensitivity.csv, so it was read, not measured. Other pairs, or a damaged table, measure afresh.
+TEST(KvTunerSearch, ReusesTheSensitivityOfASearchBesideIt) {
+  test::TempDir tmp;
+  std::ofstream(tmp / "calib.txt") << calib_text();
+  LlamaModel m = test_model();
+  FoldTokenizer tok;
+  const CalibrationInfo& step = CalibrationRegistry::instance().find("search", "kvtuner");
+  auto search = [&](const std::string& out, const std::string& pairs, double target) {
+    const ParamSet p = ParamSet::resolve(
+        step.params,
+        YAML::Load("{calib: " + (tmp / "calib.txt") + ", samples: 2, max_len: 40, pairs: '" + pairs +
+                   "', clusters: 2, target_bits: " + std::to_string(target) + ", remeasure: 1, group: 8, residual: 8}"),
+        "test");
+    CalibrationContext ctx{m, tok, "(random)", p, tmp / out, false};
+    step.run(ctx);
+  };
+  auto loss_of = [&](const std::string& out, int layer, const std::string& pair) {
+    std::ifstream in(tmp / (out + "/sensitivity.csv"));
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      std::vector<std::string> cols;
+      std::stringstream ss(line);
+      for (std::string col; std::getline(ss, col, ',');) cols.push_back(col);
+      if (std::stoi(cols[0]) == layer && cols[1] == pair) return std::stod(cols[5]);
+    }
+    ADD_FAILURE() << "no row " << layer << " " << pair << " in " << out;
+    return -1.0;
+  };
+  auto rewrite_cache = [&](const std::string& out, const std::function<void(std::vector<std::string>&)>& edit) {
+    std::vector<std::string> lines;
+    {
+      std::ifstream in(tmp / (out + "/sensitivity.cache"));
+      for (std::string line; std::getline(in, line);) lines.push_back(line);
+    }
+    edit(lines);
+    std::ofstream o(tmp / (out + "/sensitivity.cache"));
+    for (const auto& l : lines) o << l << "\n";
+  };
+  const std::string pairs = "K16V16,K8V4,K4V4,K4V2,K2V4,K2V2";
+  search("a", pairs, 3.5);
+  const double measured = loss_of("a", 0, "K8V4");
+  ASSERT_GT(measured, 0.0);
+  // Plant KL 123 for layer 0, pair 1 (K8V4): rows are "layer pair kl nll ref_nll".
+  rewrite_cache("a", [](std::vector<std::string>& lines) {
+    ASSERT_EQ(lines.size(), 2u + 3 * 6);
+    ASSERT_EQ(lines[3].rfind("0 1 ", 0), 0u) << lines[3];
+    std::istringstream ss(lines[3]);
+    std::string l, i, kl, nll, ref;
+    ss >> l >> i >> kl >> nll >> ref;
+    lines[3] = "0 1 123 " + nll + " " + ref;
+  });
+  search("b", pairs, 3.0);
+  EXPECT_EQ(loss_of("b", 0, "K8V4"), 123.0);
+  EXPECT_TRUE(std::filesystem::exists(tmp / "b/sensitivity.cache"));
+  // Another candidate list is another table: measured again, the true value.
+  search("c", "K8V4,K4V4,K4V2,K2V4,K2V2", 3.0);
+  EXPECT_NEAR(loss_of("c", 0, "K8V4"), measured, 1e-6 * measured);
+  // Truncated tables are skipped (no error) and the search measures again.
+  for (const char* out : {"a", "b"}) rewrite_cache(out, [](std::vector<std::string>& lines) { lines.pop_back(); });
+  search("d", pairs, 3.0);
+  EXPECT_NEAR(loss_of("d", 0, "K8V4"), measured, 1e-6 * measured);
 }
 
 }  // namespace

@@ -28,6 +28,7 @@ struct Row {
   double ratio;
   std::map<std::string, double> metrics;
   int seed = 0;
+  json task_params = {{"ctx", 64}};
 };
 
 // Written in no particular order: the plots must sort by bits themselves.
@@ -63,7 +64,7 @@ const std::vector<Row>& rows() {
 
 json config_of(const Row& r) {
   return {{"model", r.model}, {"dtype", "float32"}, {"device", "cpu"},
-          {"task", {{"name", r.task}, {"params", {{"ctx", 64}}}}},
+          {"task", {{"name", r.task}, {"params", r.task_params}}},
           {"method", {{"name", r.method}, {"params", r.params}}}, {"seed", r.seed}};
 }
 
@@ -72,8 +73,8 @@ void exec(sqlite3* db, const std::string& sql) {
   ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg), SQLITE_OK) << (msg ? msg : "") << "\n" << sql;
 }
 
-// A results store in the shared schema holding rows().
-void write_store(const std::string& path) {
+// A results store in the shared schema holding rs.
+void write_store(const std::string& path, const std::vector<Row>& rs = rows()) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
   exec(db, "PRAGMA journal_mode=WAL;"
@@ -87,7 +88,7 @@ void write_store(const std::string& path) {
   ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO cells VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1, &cell, nullptr), SQLITE_OK);
   ASSERT_EQ(sqlite3_prepare_v2(db, "INSERT INTO metrics VALUES(?,?,?)", -1, &metric, nullptr), SQLITE_OK);
   exec(db, "BEGIN");
-  for (const Row& r : rows()) {
+  for (const Row& r : rs) {
     const std::string slug = r.model + "/" + r.task + "/" + r.method + " " + r.params.dump();
     const std::string cfg = config_of(r).dump();
     const std::vector<std::string> text = {r.id, "test", slug, r.model, r.task, r.method, cfg};
@@ -277,6 +278,46 @@ TEST_F(Plots, LongBenchHasAPanelPerTask) {
   expect_points(qasper["series"]["kvmix"], {{3.2, 28}}, "qasper kvmix");
   expect_points(j["tasks"]["avg"]["series"]["kivi"], {{2.5, 37.5}, {4.5, 43.5}}, "avg kivi");
   expect_points(j["tasks"]["trec"]["series"]["kivi"], {{2.5, 50}, {4.5, 58}}, "trec kivi");
+}
+
+// Passkey and needle cells over context length x depth: one heat map per (task, method), fp16 first,
+// replicates over seeds averaged, a combination no cell ran left empty (null).
+TEST_F(Plots, RetrievalHeatMapsPerTaskAndMethod) {
+  auto cell = [](const std::string& id, const std::string& task, const std::string& method, int length, double depth,
+                 double acc, int seed = 0) {
+    const json params = method == "fp16" ? json::object() : json{{"bits", 2}};
+    const double bits = method == "fp16" ? 16 : 2.5;
+    return Row{id, "tiny", task, method, params, bits, bits, 100, 0.2, {{task + "/acc", acc}}, seed,
+               {{"context_length", length}, {"depth", depth}}};
+  };
+  const std::vector<Row> rs = {
+      cell("a", "passkey", "kivi", 4096, 0.0, 0.5), cell("b", "passkey", "kivi", 2048, 0.0, 1.0),
+      cell("c", "passkey", "kivi", 2048, 1.0, 0.0), cell("d", "passkey", "kivi", 2048, 1.0, 1.0, 1),
+      cell("e", "passkey", "fp16", 2048, 0.0, 1.0), cell("f", "needle", "kivi", 2048, 0.5, 0.25),
+  };
+  const std::string path = tmp_ / "retrieval.sqlite";
+  write_store(path, rs);
+  test::CliRun r = plot("retrieval --store " + path + " --out " + out());
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_png_and_pdf(out() + "/retrieval_tiny");
+  const json j = read_json(out() + "/retrieval_tiny.json");
+  ASSERT_EQ(j["tasks"].size(), 2u) << j.dump();
+  const json& passkey = j["tasks"]["passkey"];
+  ASSERT_EQ(passkey.size(), 2u);
+  EXPECT_EQ(passkey.begin().key(), "fp16") << "the fp16 panel comes first";
+  const json& kivi = passkey["kivi"];
+  EXPECT_EQ(kivi["lengths"], json::array({2048, 4096}));
+  EXPECT_EQ(kivi["depths"], json::array({0.0, 1.0}));
+  EXPECT_EQ(kivi["acc"][0][0].get<double>(), 1.0);
+  EXPECT_EQ(kivi["acc"][0][1].get<double>(), 0.5) << "two seeds averaged";
+  EXPECT_EQ(kivi["n"][0][1], 2);
+  EXPECT_EQ(kivi["acc"][1][0].get<double>(), 0.5);
+  EXPECT_TRUE(kivi["acc"][1][1].is_null()) << "4096 at depth 1 never ran";
+  EXPECT_EQ(j["tasks"]["needle"]["kivi"]["acc"][0][0].get<double>(), 0.25);
+  // Only needle asked for; a task without results is one clear line.
+  ASSERT_EQ(plot("retrieval --store " + path + " --tasks needle --out " + out()).code, 0);
+  EXPECT_EQ(read_json(out() + "/retrieval_tiny.json")["tasks"].size(), 1u);
+  test::expect_one_line_error(plot("retrieval --store " + store() + " --tasks needle --out " + out()), "needle/acc");
 }
 
 // A 6-layer plan as a calibration step would write it.

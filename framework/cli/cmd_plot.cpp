@@ -33,6 +33,7 @@ const std::vector<PlotKind>& plot_kinds() {
       {"plan", "plan.py", "per-layer K/V bits of a plan file as a heat map (PLAN.yaml)"},
       {"importance", "importance.py", "per-layer k_score / v_score of a plan, bars coloured by assigned bits (PLAN.yaml)"},
       {"longbench", "longbench.py", "LongBench score per task against average bits (--store F | --csv F)"},
+      {"retrieval", "retrieval.py", "passkey / needle accuracy over context length x depth, a panel per method (--store F | --csv F)"},
   };
   return kinds;
 }

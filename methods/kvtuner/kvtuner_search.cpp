@@ -10,7 +10,8 @@
 //      chosen (remeasure 0: the least estimated loss).
 // Outputs in DIR: sensitivity.csv (the per-layer table), pareto.yaml / pareto.csv (the front with
 // per-layer pairs, estimated and, where re-measured, measured loss) and plan.yaml (the chosen plan
-// in the plan-file format, for `--method kvtuner --set plan=DIR/plan.yaml`).
+// in the plan-file format, for `--method kvtuner --set plan=DIR/plan.yaml`); sensitivity.cache (the
+// table at full precision, which a search beside it with another target reuses: sensitivity_cache.h).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include "kvlab/quant/plan_file.h"
 #include "kvtuner_scheme.h"
 #include "layer_search.h"
+#include "sensitivity_cache.h"
 
 namespace kvlab::kvtuner {
 namespace {
@@ -96,13 +98,24 @@ std::string run_search(CalibrationContext& ctx) {
     fail("kvtuner search: --out {} is a file; it must be a folder (it receives plan.yaml, pareto.yaml, ...)", out);
   std::filesystem::create_directories(out);
 
-  CalibrationLoss loss(ctx.model, load_calibration_windows(p, ctx.tokenizer));
+  std::vector<std::vector<int64_t>> windows = load_calibration_windows(p, ctx.tokenizer);
+  const std::string key = sensitivity_key(ctx.model_dir, p, windows, L);
+  CalibrationLoss loss(ctx.model, std::move(windows));
   const int64_t tokens = loss.predicted_tokens();
 
-  // 1. Sensitivity of every (layer, pair) with only that layer quantized.
+  // 1. Sensitivity of every (layer, pair) with only that layer quantized, unless an earlier search
+  //    that differed only in the target, remeasure or clusters measured it (sensitivity_cache.h).
   std::vector<std::vector<double>> sens(L, std::vector<double>(pairs.size()));
-  std::vector<std::vector<PlanLoss>> detail(L, std::vector<PlanLoss>(pairs.size()));
-  {
+  std::string reused_from;
+  std::optional<SensitivityTable> cached = find_sensitivity(out, key, L, pairs.size(), &reused_from);
+  SensitivityTable detail = cached ? *cached : SensitivityTable(L, std::vector<PlanLoss>(pairs.size()));
+  if (cached) {
+    for (size_t l = 0; l < L; ++l)
+      for (size_t i = 0; i < pairs.size(); ++i) sens[l][i] = detail[l][i].value(kind);
+    fmt::print("kvtuner sensitivity: {} layers x {} pairs reused from {} (same model, calibration tokens and "
+               "parameters)\n", L, pairs.size(), reused_from);
+    std::fflush(stdout);
+  } else {
     Progress progress("kvtuner sensitivity", static_cast<int64_t>(L * pairs.size()), "plans", "tok", 10.0,
                       ctx.progress ? stderr : nullptr);
     for (size_t l = 0; l < L; ++l)
@@ -115,6 +128,8 @@ std::string run_search(CalibrationContext& ctx) {
       }
     progress.finish();
   }
+  if (!cached || reused_from != (std::filesystem::path(out) / "sensitivity.cache").string())
+    store_sensitivity(out, key, detail);
 
   // 2. Pruning, clustering, Pareto front.
   const LayerSearch search = search_layer_pairs(pairs, sens, p.integer("clusters"));

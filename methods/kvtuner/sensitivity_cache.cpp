@@ -1,0 +1,102 @@
+#include "sensitivity_cache.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "kvlab/common/error.h"
+
+namespace kvlab::kvtuner {
+namespace {
+
+namespace fs = std::filesystem;
+const char* kMagic = "kvtuner sensitivity v1";
+const char* kFile = "sensitivity.cache";
+
+// FNV-1a over the windows' lengths and ids: any change of text, tokenizer or window cut shows.
+uint64_t hash_windows(const std::vector<std::vector<int64_t>>& windows) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](int64_t v) {
+    for (int b = 0; b < 8; ++b) h = (h ^ ((static_cast<uint64_t>(v) >> (8 * b)) & 0xff)) * 1099511628211ull;
+  };
+  for (const auto& w : windows) {
+    mix(static_cast<int64_t>(w.size()));
+    for (int64_t t : w) mix(t);
+  }
+  return h;
+}
+
+std::optional<SensitivityTable> read_table(const fs::path& file, const std::string& key, size_t layers,
+                                           size_t pairs) {
+  std::ifstream in(file);
+  std::string magic, key_line;
+  if (!std::getline(in, magic) || magic != kMagic || !std::getline(in, key_line) || key_line != key) return std::nullopt;
+  SensitivityTable t(layers, std::vector<PlanLoss>(pairs));
+  std::vector<std::vector<bool>> seen(layers, std::vector<bool>(pairs, false));
+  size_t rows = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ss(line);
+    size_t l = 0, i = 0;
+    PlanLoss v;
+    if (!(ss >> l >> i >> v.kl_mean >> v.mean_nll >> v.ref_nll) || l >= layers || i >= pairs || seen[l][i])
+      return std::nullopt;
+    t[l][i] = v, seen[l][i] = true, ++rows;
+  }
+  if (rows != layers * pairs) return std::nullopt;
+  return t;
+}
+
+}  // namespace
+
+std::string sensitivity_key(const std::string& model_dir, const ParamSet& params,
+                            const std::vector<std::vector<int64_t>>& windows, size_t layers) {
+  nlohmann::json p = params.to_json();
+  for (const char* free_param : {"target_bits", "remeasure", "clusters"}) p.erase(free_param);
+  return fmt::format("model={} layers={} windows={} tokens={:016x} params={}", model_dir, layers, windows.size(),
+                     hash_windows(windows), p.dump());
+}
+
+std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& key, size_t layers,
+                                                 size_t pairs, std::string* found) {
+  std::vector<fs::path> candidates{fs::path(out) / kFile};
+  fs::path parent = fs::path(out).parent_path();
+  if (parent.empty()) parent = ".";
+  std::error_code ec;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory(ec) && it->path() != fs::path(out)) candidates.push_back(it->path() / kFile);
+  for (const auto& file : candidates) {
+    if (!fs::is_regular_file(file, ec)) continue;
+    if (auto t = read_table(file, key, layers, pairs)) {
+      if (found) *found = file.string();
+      return t;
+    }
+  }
+  return std::nullopt;
+}
+
+void store_sensitivity(const std::string& out, const std::string& key, const SensitivityTable& table) {
+  std::string text = fmt::format("{}\n{}\n", kMagic, key);
+  for (size_t l = 0; l < table.size(); ++l)
+    for (size_t i = 0; i < table[l].size(); ++i) {
+      const PlanLoss& v = table[l][i];
+      text += fmt::format("{} {} {:.17g} {:.17g} {:.17g}\n", l, i, v.kl_mean, v.mean_nll, v.ref_nll);
+    }
+  const fs::path path = fs::path(out) / kFile, tmp = fs::path(out) / (std::string(kFile) + ".tmp");
+  {
+    std::ofstream f(tmp);
+    f << text;
+    if (!f) fail("kvtuner search: cannot write {}", tmp.string());
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    fail("kvtuner search: cannot write {}: {}", path.string(), ec.message());
+  }
+}
+
+}  // namespace kvlab::kvtuner
