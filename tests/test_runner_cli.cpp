@@ -18,6 +18,7 @@
 #include <fstream>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "cli_run.h"
@@ -445,6 +446,39 @@ TEST(RunCli, ResultsCommandsAndOneLineErrors) {
   expect_one_line_error(run_kvlab({"run", dir / "bad.yaml", "--dry-run"}, dir), {"bad.yaml:5", "multiple of the group"});
   expect_one_line_error(run_kvlab({"run", dir / "missing.yaml"}, dir), {"missing.yaml"});
   expect_one_line_error(run_kvlab({"run", dir / "bad.yaml", "--shard", "2/2"}, dir), {"2/2"});
+}
+
+// Two specs on one store share a cell (the same config): `results export SPEC --grid` gives exactly
+// the second spec's grid, the shared cell included although the first spec's run stored it, where
+// `--where experiment=` sees only the cells that spec's run computed itself.
+TEST(RunCli, ExportOfASpecsGridIncludesCellsAnotherSpecStored) {
+  test::TempDir dir;
+  std::ofstream(dir / "text.txt") << slurp(KVLAB_SOURCE_DIR "/datasets/tiny/tokenizer_corpus.txt");
+  const std::string head = "models:\n  - {name: tiny, make: {shape: tiny, seed: 3}}\n"
+                           "tasks:\n  - {name: ppl, params: {text: text.txt, ctx: 64, max_windows: 1}}\n"
+                           "store: shared.sqlite\nmethods:\n";
+  std::ofstream(dir / "a.yaml") << "name: first\n" << head << "  - fp16\n  - {name: kivi, params: {bits: 2, group: 16, residual: 16}}\n";
+  std::ofstream(dir / "b.yaml") << "name: second\n" << head
+                                << "  - {name: kivi, params: {bits: 2, group: 16, residual: 16}}\n"
+                                   "  - {name: uniform, params: {bits: 4, group: 16}}\n";
+  for (const char* spec : {"a.yaml", "b.yaml"}) ASSERT_EQ(run_kvlab({"run", dir / spec, "--quiet"}, dir).code, 0) << spec;
+  EXPECT_EQ(stored_cells(dir / "shared.sqlite"), 3);
+  auto rows = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"results", "export", dir / "b.yaml", "--csv", dir / "b.csv"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const CliRun r = run_kvlab(args, dir);
+    EXPECT_EQ(r.code, 0) << r.err;
+    std::set<std::string> ids;
+    std::istringstream in(slurp(dir / "b.csv"));
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) ids.insert(line.substr(0, line.find(',')));
+    return ids.size();
+  };
+  EXPECT_EQ(rows({}), 3u) << "the whole store";
+  EXPECT_EQ(rows({"--grid"}), 2u) << "b's grid: kivi (stored by a's run) and uniform";
+  EXPECT_EQ(rows({"--where", "experiment=second"}), 1u);
+  expect_one_line_error(run_kvlab({"results", "show", dir / "shared.sqlite", "--grid"}, dir), {"--grid", "SPEC.yaml"});
 }
 
 // A merge that meets a conflict writes nothing at all: a new --out is not created (no file, no

@@ -2,9 +2,11 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <iostream>
+#include <set>
 
 #include "cli_util.h"
 #include "commands.h"
@@ -12,6 +14,7 @@
 #include "kvlab/results/results_store.h"
 #include "kvlab/results/results_table.h"
 #include "kvlab/runner/experiment_spec.h"
+#include "kvlab/runner/sweep.h"
 
 namespace kvlab::cli {
 namespace fs = std::filesystem;
@@ -42,11 +45,31 @@ void add_selection(po::options_description& desc) {
     ("store", po::value<std::string>(), "results store (.sqlite) or experiment spec (.yaml: its store)")
     ("where", po::value<std::vector<std::string>>()->composing(),
      "key=value filter (repeatable, all must hold): experiment, model, task, method, cell, slug, seed, or a "
-     "parameter (bits, method.group, task.ctx, calibration.samples ...)");
+     "parameter (bits, method.group, task.ctx, calibration.samples ...)")
+    ("grid", "with a SPEC.yaml: only the cells of that spec's grid, whichever run or spec stored them (specs "
+             "sharing a store share cells)");
+}
+
+// The ids of the grid of the spec named by --store (for --grid).
+std::set<std::string> grid_ids(const po::variables_map& vm) {
+  const std::string s = vm.count("store") ? vm["store"].as<std::string>() : "";
+  const std::string ext = fs::path(s).extension().string();
+  if (ext != ".yaml" && ext != ".yml") fail("--grid needs an experiment spec (SPEC.yaml) where the store is named, not {}", s.empty() ? "no store" : s);
+  const ExperimentSpec spec = ExperimentSpec::load(s);
+  GridOptions g;
+  g.cache_dir = spec.cache_dir(spec.store_path());
+  std::set<std::string> ids;
+  for (const Cell& c : build_grid(spec, g).cells) ids.insert(c.id);
+  return ids;
 }
 
 std::vector<CellRecord> selected(const po::variables_map& vm, const ResultsStore& store) {
-  const auto all = store.cells();
+  auto all = store.cells();
+  if (vm.count("grid")) {
+    const std::set<std::string> ids = grid_ids(vm);
+    all.erase(std::remove_if(all.begin(), all.end(), [&](const CellRecord& c) { return !ids.count(c.cell_id); }),
+              all.end());
+  }
   const CellFilter filter(vm.count("where") ? vm["where"].as<std::vector<std::string>>() : std::vector<std::string>{});
   if (!all.empty()) filter.check_keys(all);
   return filter.apply(all);
