@@ -11,6 +11,7 @@ prefill of --speed-depth tokens. One JSON per configuration: results/hf_<backend
 and results/hf_fp32_w<N>.json for the reference (results/hf_fp32_all.json with --reference-only --windows 0).
 """
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -134,6 +135,8 @@ def main():
     ap.add_argument("--n-gen", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only decode tokens/s, added to the result files an earlier run wrote (run it on a quiet machine)")
     args = ap.parse_args()
     pc.check_inputs()
 
@@ -156,6 +159,24 @@ def main():
     common = {"ctx": args.ctx, "windows_requested": args.windows, "windows": len(wins), "tokens_in_text": len(ids),
               "threads": args.threads, "dtype": "float32", "attn_implementation": cfg._attn_implementation,
               "gguf": pc.GGUF_NAME, "text": pc.os.path.relpath(pc.TEXT, pc.REPO), "bos": "none"}
+
+    if args.speed_only:  # decode speed into the existing result files, perplexity untouched
+        runs = [("hf_fp32_all" if args.windows <= 0 else f"hf_fp32_w{len(wins)}", lambda: DynamicCache(config=cfg))]
+        runs += [(f"hf_{c[0]}_{c[1]}b_g{c[2]}_r{c[3]}", (lambda c=c: make_cache(model, *c))) for c in configs]
+        for name, factory in runs:
+            path = pc.os.path.join(pc.RESULTS, name + ".json")
+            if not pc.os.path.exists(path):
+                print(f"skip {name}: no {path} (run its perplexity first)", file=sys.stderr, flush=True)
+                continue
+            with open(path) as f:
+                payload = json.load(f)
+            payload.setdefault("ppl_command", payload.get("command"))
+            payload["decode_speed"] = decode_speed(model, ids, args.speed_depth, args.n_gen, args.repeats, factory)
+            payload["decode_speed"]["threads"] = args.threads
+            print(f"{name}: {payload['decode_speed']['decode_tok_s']:.2f} tok/s at depth {args.speed_depth}",
+                  file=sys.stderr, flush=True)
+            pc.write_result(name, payload)
+        return
 
     # HF fp32 reference: one pass per window (logits kept per window, recomputed per configuration)
     def reference(win):

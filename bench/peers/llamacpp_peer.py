@@ -8,6 +8,7 @@ rotated K/V with a Hadamard transform before quantizing, and decode tokens/s at 
 One JSON per cache type goes to results/llamacpp_<type>[_norot].json.
 """
 import argparse
+import json
 import ctypes
 import gc
 import os
@@ -228,6 +229,20 @@ def main():
                  "eval_tok_s": own[c].summary()["predicted_tokens"] / t_eval[c] if t_eval[c] else None}
             results[c] = r
 
+    def earlier_ppl(c):
+        """With --skip-ppl: the perplexity fields of the result file an earlier run wrote, kept."""
+        path = os.path.join(pc.RESULTS, name(*c) + ".json")
+        if not args.skip_ppl or not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            prev = json.load(f)
+        keep = ["metrics_vs_llamacpp_f16", "metrics_vs_hf_fp32", "hf_fp32_reference", "kv_cache_log", "bits_k",
+                "bits_v", "bits_k_from_logged_mib", "bits_v_from_logged_mib", "eval_seconds", "eval_tok_s"]
+        out = {k: prev[k] for k in keep if k in prev}
+        out["ppl_run"] = {"command": prev.get("command"), "windows": prev.get("config", {}).get("windows"),
+                          "finished_at": prev.get("finished_at")}
+        return out
+
     def write_all(speeds):
         for c in configs:
             payload = {
@@ -242,7 +257,7 @@ def main():
                            "token_ids_used": "HF's (= kvlab's), fed to llama.cpp as ids"},
                 "versions": versions, "llama_system_info": system_info,
             }
-            payload.update(results.get(c, {}))
+            payload.update(results.get(c, {}) or earlier_ppl(c))
             payload["decode_speed"] = speeds.get(c)
             pc.write_result(name(*c), payload)
 
