@@ -3,7 +3,8 @@
 run): tables.md (quality, KVmix ablations, window and group, long context) and kvlab_peer_rows.csv,
 kvlab's rows in the column layout of bench/peers/make_table.py for the side-by-side table.
 
-    /usr/bin/python3 results/reference/make_tables.py      (regenerate.sh runs it)
+    /usr/bin/python3 results/reference/make_tables.py           (regenerate.sh runs it)
+    /usr/bin/python3 results/reference/make_tables.py --splice  (then: the tables into README.md)
 """
 import csv
 import json
@@ -180,7 +181,30 @@ def peer_rows(window1, decode):
     return rows
 
 
+def splice():
+    """Puts tables.md and side_by_side.md into README.md between its markers (the prose stays)."""
+    path = os.path.join(HERE, "README.md")
+    with open(path) as f:
+        text = f.read()
+    for name in ("tables", "side_by_side"):
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        src = os.path.join(HERE, name + ".md")
+        if start not in text or end not in text or not os.path.exists(src):
+            sys.stderr.write(f"note: README.md has no {start} ... {end} or {src} is absent; not spliced\n")
+            continue
+        with open(src) as f:
+            body = f.read().strip()
+        if name == "side_by_side":  # its own title line is the README's section heading
+            body = body.split("\n", 1)[1].strip()
+        text = text[:text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end):]
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"spliced the tables into {path}")
+
+
 def main():
+    if sys.argv[1:] == ["--splice"]:
+        return splice()
     quality = load("quality.csv")
     ablations = load("kvmix_ablations.csv")
     window_group = load("window_group.csv")

@@ -27,3 +27,4 @@ $K plot retrieval --csv $R/long_context.csv --out $F/retrieval
 # Tables: results/reference/tables.md, kvlab's rows for the peers' table, then the side-by-side table.
 /usr/bin/python3 $R/make_tables.py
 (cd bench/peers && /usr/bin/python3 make_table.py --extra ../../$R/kvlab_peer_rows.csv --out ../../$R/side_by_side)
+/usr/bin/python3 $R/make_tables.py --splice
