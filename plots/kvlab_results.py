@@ -5,8 +5,15 @@ The plots only read results; they never run an experiment. Two inputs carry the 
 SQLite store (written by `kvlab run`): tables `cells` (one row per finished cell) and `metrics`
 (cell_id, name, value), as in the store schema.
 
-CSV export (`kvlab results export --csv`): one row per (cell, metric), with a header row naming
-these columns (comma-separated, any order; extra columns are ignored):
+CSV export, in either of two layouts (told apart by the header):
+
+Wide, as `kvlab results export --csv` writes it: one row per cell; the `cells` columns below (and
+`seed`), one column per parameter named `task.<name>` / `method.<name>` (ignored here: config_json
+carries them), and one column per metric (named as the metric, e.g. `ppl`, `longbench/avg`; empty
+where the cell has no such metric).
+
+Long: one row per (cell, metric), with a header row naming these columns (comma-separated, any
+order; extra columns are ignored):
 
     cell_id, experiment, slug, model, task, method, config_json, bits_k, bits_v, cache_bytes,
     memory_ratio, seconds, device, git_rev, finished_at, metric, value
@@ -118,10 +125,13 @@ def load_csv(path):
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS + ["metric", "value"] if c not in header]
+        long_layout = "metric" in header and "value" in header
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise PlotError(f"results CSV '{path}': missing column(s) {', '.join(missing)} "
-                            f"(expected: {', '.join(CSV_COLUMNS)})")
+                            f"(expected: {', '.join(CSV_COLUMNS)}, or kvlab results export's one row per cell)")
+        if not long_layout:
+            return _wide_cells(reader, header, path)
         for line, row in enumerate(reader, start=2):
             where = f"{path}:{line}"
             typed = _typed(row, where)
@@ -133,6 +143,25 @@ def load_csv(path):
             if row["metric"] and value is not None:
                 cell.metrics[row["metric"]] = value
     return list(cells.values())
+
+
+PARAM_PREFIXES = ("task.", "method.", "calibration.", "model.")
+
+
+def _wide_cells(reader, header, path):
+    """Cells of `kvlab results export --csv` (one row per cell, a column per metric)."""
+    metrics = [h for h in header if h not in CELL_COLUMNS and h != "seed" and not h.startswith(PARAM_PREFIXES)]
+    cells = []
+    for line, row in enumerate(reader, start=2):
+        where = f"{path}:{line}"
+        cell = Cell(_typed(row, where))
+        _check_cell(cell, where)
+        for name in metrics:
+            value = _number(float, row.get(name), f"{where}: column '{name}'")
+            if value is not None:
+                cell.metrics[name] = value
+        cells.append(cell)
+    return cells
 
 
 def load_results(store=None, csv_path=None):

@@ -247,6 +247,21 @@ TEST_F(Plots, TradeoffFromTheCsvExportMatchesTheStore) {
   EXPECT_FALSE(std::filesystem::exists(out() + "/tradeoff_small_ppl_ppl.json")) << "--model filter ignored";
 }
 
+// What `kvlab results export --csv` writes (one row per cell, a column per metric) is read as well:
+// the same figures as from the store, LongBench's per-task columns included.
+TEST_F(Plots, ReadsKvlabResultsExportAsWritten) {
+  test::CliRun e = test::run_kvlab("results export " + store() + " --csv " + tmp_ / "wide.csv", tmp_ / "e.txt");
+  ASSERT_EQ(e.code, 0) << e.err;
+  test::CliRun r = plot("tradeoff --csv " + tmp_ / "wide.csv" + " --model tiny --out " + out());
+  ASSERT_EQ(r.code, 0) << r.err;
+  expect_tiny_ppl(read_json(out() + "/tradeoff_tiny_ppl_ppl.json"));
+  r = plot("longbench --csv " + tmp_ / "wide.csv" + " --out " + out());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json j = read_json(out() + "/longbench_lb.json");
+  expect_points(j["tasks"]["qasper"]["series"]["kivi"], {{2.5, 25}, {4.5, 29}}, "qasper kivi");
+  EXPECT_NEAR(j["tasks"]["avg"]["reference"]["value"].get<double>(), 45, 1e-12);
+}
+
 TEST_F(Plots, SplitDrawsOneLinePerParameterValueAndOtherMetricsWork) {
   test::CliRun r = plot("tradeoff --store " + store() + " --task ppl --metric kl_mean --split residual "
                         "--model tiny --memory bytes --label bits --out " + out());

@@ -234,6 +234,9 @@ def main():
     print(f"wrote {os.path.join(HERE, 'tables.md')}")
 
     rows = peer_rows(window1, decode)
+    stale = os.path.join(HERE, "kvlab_peer_rows.csv")
+    if not rows and os.path.exists(stale):
+        os.remove(stale)
     if rows:
         cols = ["method", "tool", "bits_k", "bits_v", "ppl", "ppl_reference", "reference", "kl_mean", "kl_p99",
                 "top1_agreement", "kl_mean_vs_hf_fp32", "decode_tok_s_4k", "windows", "predicted_tokens", "threads",
