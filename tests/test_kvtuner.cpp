@@ -416,13 +416,13 @@ TEST(KvTunerSearch, ReusesTheSensitivityOfASearchBesideIt) {
   LlamaModel m = test_model();
   FoldTokenizer tok;
   const CalibrationInfo& step = CalibrationRegistry::instance().find("search", "kvtuner");
-  auto search = [&](const std::string& out, const std::string& pairs, double target) {
+  auto search = [&](const std::string& out, const std::string& pairs, double target, const std::string& reuse = "") {
     const ParamSet p = ParamSet::resolve(
         step.params,
         YAML::Load("{calib: " + (tmp / "calib.txt") + ", samples: 2, max_len: 40, pairs: '" + pairs +
                    "', clusters: 2, target_bits: " + std::to_string(target) + ", remeasure: 1, group: 8, residual: 8}"),
         "test");
-    CalibrationContext ctx{m, tok, "(random)", p, tmp / out, false};
+    CalibrationContext ctx{m, tok, "(random)", p, tmp / out, false, reuse.empty() ? "" : tmp / reuse};
     step.run(ctx);
   };
   auto loss_of = [&](const std::string& out, int layer, const std::string& pair) {
@@ -464,6 +464,13 @@ TEST(KvTunerSearch, ReusesTheSensitivityOfASearchBesideIt) {
   search("b", pairs, 3.0);
   EXPECT_EQ(loss_of("b", 0, "K8V4"), 123.0);
   EXPECT_TRUE(std::filesystem::exists(tmp / "b/sensitivity.cache"));
+  // The runner's layout: each search in a staging folder under the plan cache, finished ones in
+  // <cache>/kvtuner-<key>/output/; the reuse folder (the cache) is searched below.
+  std::filesystem::create_directories(tmp / "cache/kvtuner-1/output");
+  std::filesystem::copy_file(tmp / "b/sensitivity.cache", tmp / "cache/kvtuner-1/output/sensitivity.cache");
+  search("cache/.kvtuner-2.staging/plan.yaml", pairs, 2.5, "cache");
+  EXPECT_EQ(loss_of("cache/.kvtuner-2.staging/plan.yaml", 0, "K8V4"), 123.0);
+  std::filesystem::remove_all(tmp / "cache");
   // Another candidate list is another table: measured again, the true value.
   search("c", "K8V4,K4V4,K4V2,K2V4,K2V2", 3.0);
   EXPECT_NEAR(loss_of("c", 0, "K8V4"), measured, 1e-6 * measured);

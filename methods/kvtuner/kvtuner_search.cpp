@@ -107,7 +107,7 @@ std::string run_search(CalibrationContext& ctx) {
   //    that differed only in the target, remeasure or clusters measured it (sensitivity_cache.h).
   std::vector<std::vector<double>> sens(L, std::vector<double>(pairs.size()));
   std::string reused_from;
-  std::optional<SensitivityTable> cached = find_sensitivity(out, key, L, pairs.size(), &reused_from);
+  std::optional<SensitivityTable> cached = find_sensitivity(out, ctx.reuse_dir, key, L, pairs.size(), &reused_from);
   SensitivityTable detail = cached ? *cached : SensitivityTable(L, std::vector<PlanLoss>(pairs.size()));
   if (cached) {
     for (size_t l = 0; l < L; ++l)

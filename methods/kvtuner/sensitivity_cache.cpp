@@ -60,14 +60,19 @@ std::string sensitivity_key(const std::string& model_dir, const ParamSet& params
                      hash_windows(windows), p.dump());
 }
 
-std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& key, size_t layers,
-                                                 size_t pairs, std::string* found) {
+std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& reuse_dir,
+                                                 const std::string& key, size_t layers, size_t pairs,
+                                                 std::string* found) {
   std::vector<fs::path> candidates{fs::path(out) / kFile};
-  fs::path parent = fs::path(out).parent_path();
-  if (parent.empty()) parent = ".";
+  fs::path root = reuse_dir.empty() ? fs::path(out).parent_path() : fs::path(reuse_dir);
+  if (root.empty()) root = ".";
+  // Plan caches keep a search's outputs a level or two down (<cache>/kvtuner-<key>/output/).
   std::error_code ec;
-  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec))
-    if (it->is_directory(ec) && it->path() != fs::path(out)) candidates.push_back(it->path() / kFile);
+  for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    if (it.depth() >= 3) it.disable_recursion_pending();
+    if (it->path().filename() == kFile && it->path() != candidates.front()) candidates.push_back(it->path());
+  }
   for (const auto& file : candidates) {
     if (!fs::is_regular_file(file, ec)) continue;
     if (auto t = read_table(file, key, layers, pairs)) {

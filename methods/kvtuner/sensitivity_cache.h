@@ -3,7 +3,8 @@
 // the target, `remeasure` or `clusters`. A search keeps the table at full precision in its out
 // folder (sensitivity.cache), headed by a key naming everything it does depend on (model, every
 // other parameter, the calibration token ids); a later search reuses a table with the same key
-// found in its own out folder or in a folder beside it, so sweeping target_bits measures once.
+// found in its own out folder or under the reuse folder (the runner's plan cache, or the folder
+// holding out), so sweeping target_bits measures once.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -20,10 +21,12 @@ using SensitivityTable = std::vector<std::vector<PlanLoss>>;  // [layer][pair]
 std::string sensitivity_key(const std::string& model_dir, const ParamSet& params,
                             const std::vector<std::vector<int64_t>>& windows, size_t layers);
 
-// A table with this key and shape in `out` or a sibling folder of `out`; nullopt when there is none.
-// A damaged or foreign file is skipped, never an error. `found` receives the file's path.
-std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& key, size_t layers,
-                                                 size_t pairs, std::string* found = nullptr);
+// A table with this key and shape in `out`, or anywhere up to 3 folders below `reuse_dir` (empty:
+// the folder holding `out`); nullopt when there is none. A damaged or foreign file is skipped,
+// never an error. `found` receives the file's path.
+std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& reuse_dir,
+                                                 const std::string& key, size_t layers, size_t pairs,
+                                                 std::string* found = nullptr);
 
 // Writes out/sensitivity.cache whole or not at all.
 void store_sensitivity(const std::string& out, const std::string& key, const SensitivityTable& table);

@@ -74,7 +74,7 @@ std::string calibrate_once(const Cell& cell, const std::string& cache_dir, Llama
     // Steps write a plan file at `out`, or a folder of outputs there and return the plan inside it
     // (kvtuner's search); such a folder is renamed "output".
     const fs::path out = fs::path(staging) / "plan.yaml";
-    CalibrationContext ctx{model, tok, model_dir, params, out.string(), progress};
+    CalibrationContext ctx{model, tok, model_dir, params, out.string(), progress, fs::path(dir).parent_path().string()};
     fs::path plan = fs::path(step.run(ctx)).lexically_normal();
     if (fs::is_directory(out)) {
       const fs::path inside = plan.lexically_relative(out.lexically_normal());

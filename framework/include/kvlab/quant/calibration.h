@@ -24,6 +24,9 @@ struct CalibrationContext {
   const ParamSet& params;     // the step's own parameters (calibration text, samples, ...)
   std::string out;            // output path (a file or a folder, as the step documents)
   bool progress = true;       // progress line with ETA on stderr
+  // Where a step may look for reusable intermediate results of earlier runs (KVTuner's sensitivity
+  // table): the runner's plan cache; empty: the folder that holds `out`.
+  std::string reuse_dir;
 };
 
 struct CalibrationInfo {
