@@ -478,6 +478,19 @@ TEST(KvTunerSearch, ReusesTheSensitivityOfASearchBesideIt) {
   for (const char* out : {"a", "b"}) rewrite_cache(out, [](std::vector<std::string>& lines) { lines.pop_back(); });
   search("d", pairs, 3.0);
   EXPECT_NEAR(loss_of("d", 0, "K8V4"), measured, 1e-6 * measured);
+  // Other weights behind the same model path are another model: its table is not reused.
+  for (const char* out : {"a", "b"}) std::filesystem::remove_all(tmp / out);
+  rewrite_cache("d", [](std::vector<std::string>& lines) {
+    std::istringstream ss(lines[3]);
+    std::string l, i, kl, nll, ref;
+    ss >> l >> i >> kl >> nll >> ref;
+    lines[3] = "0 1 123 " + nll + " " + ref;
+  });
+  search("e", pairs, 3.0);
+  EXPECT_EQ(loss_of("e", 0, "K8V4"), 123.0) << "same model: the planted table is read";
+  m.weights().layers[1].k_proj.mul_(1.5);
+  search("f", pairs, 3.0);
+  EXPECT_NE(loss_of("f", 0, "K8V4"), 123.0) << "changed weights must be measured again";
 }
 
 }  // namespace

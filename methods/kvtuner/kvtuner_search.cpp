@@ -99,7 +99,7 @@ std::string run_search(CalibrationContext& ctx) {
   std::filesystem::create_directories(out);
 
   std::vector<std::vector<int64_t>> windows = load_calibration_windows(p, ctx.tokenizer);
-  const std::string key = sensitivity_key(ctx.model_dir, p, windows, L);
+  const std::string key = sensitivity_key(ctx.model, ctx.model_dir, p, windows);
   CalibrationLoss loss(ctx.model, std::move(windows));
   const int64_t tokens = loss.predicted_tokens();
 

@@ -1,9 +1,11 @@
 #include "sensitivity_cache.h"
 
+#include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -52,12 +54,26 @@ std::optional<SensitivityTable> read_table(const fs::path& file, const std::stri
 
 }  // namespace
 
-std::string sensitivity_key(const std::string& model_dir, const ParamSet& params,
-                            const std::vector<std::vector<int64_t>>& windows, size_t layers) {
+std::string sensitivity_key(const LlamaModel& model, const std::string& model_dir, const ParamSet& params,
+                            const std::vector<std::vector<int64_t>>& windows) {
   nlohmann::json p = params.to_json();
   for (const char* free_param : {"target_bits", "remeasure", "clusters"}) p.erase(free_param);
-  return fmt::format("model={} layers={} windows={} tokens={:016x} params={}", model_dir, layers, windows.size(),
-                     hash_windows(windows), p.dump());
+  // Weights checksum: each tensor's sum in float64 (one pass over the weights, ~0.1 s at 135M).
+  const ModelWeights& w = model.weights();
+  std::vector<at::Tensor> tensors = {w.embed, w.final_norm, w.lm_head};
+  for (const auto& l : w.layers)
+    for (const at::Tensor& t : {l.input_norm, l.q_proj, l.q_bias, l.k_proj, l.k_bias, l.v_proj, l.v_bias, l.o_proj,
+                                l.post_norm, l.gate_proj, l.up_proj, l.down_proj})
+      tensors.push_back(t);
+  uint64_t h = 1469598103934665603ull;
+  for (const at::Tensor& t : tensors) {
+    const double sum = t.defined() ? t.sum(at::kDouble).item<double>() : 0.0;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &sum, sizeof bits);
+    for (int b = 0; b < 8; ++b) h = (h ^ ((bits >> (8 * b)) & 0xff)) * 1099511628211ull;
+  }
+  return fmt::format("model={} dtype={} layers={} weights={:016x} windows={} tokens={:016x} params={}", model_dir,
+                     c10::toString(model.dtype()), w.layers.size(), h, windows.size(), hash_windows(windows), p.dump());
 }
 
 std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& reuse_dir,

@@ -11,15 +11,17 @@
 #include <vector>
 
 #include "calibration_loss.h"
+#include "kvlab/model/llama_model.h"
 #include "kvlab/quant/params.h"
 
 namespace kvlab::kvtuner {
 
 using SensitivityTable = std::vector<std::vector<PlanLoss>>;  // [layer][pair]
 
-// One line: the parameters that shape the table, the model and a hash of the calibration windows.
-std::string sensitivity_key(const std::string& model_dir, const ParamSet& params,
-                            const std::vector<std::vector<int64_t>>& windows, size_t layers);
+// One line: the parameters that shape the table, the model (path, dtype and a checksum of its
+// weights, so another checkpoint at the same path is another table) and a hash of the windows.
+std::string sensitivity_key(const LlamaModel& model, const std::string& model_dir, const ParamSet& params,
+                            const std::vector<std::vector<int64_t>>& windows);
 
 // A table with this key and shape in `out`, or anywhere up to 3 folders below `reuse_dir` (empty:
 // the folder holding `out`); nullopt when there is none. A damaged or foreign file is skipped,
