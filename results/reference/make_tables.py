@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,8 +53,8 @@ def label(r):
         return f"KIVI-{p['bits']} G{p['group']} R{p['residual']}{rotation(p)}"
     if m == "kvmix":
         ratio = "" if p.get("ratio_preset", "paper") != "none" else ", no dynamic ratio"
-        src = p.get("bits_from", "tiers")
-        if src == "tiers":
+        src = p.get("bits_from", "file")
+        if src == "file":  # the profile's own tier assignment
             return f"KVmix default tiers (K2.2/V2.4 nominal){ratio}{rotation(p)}"
         budget = f"K{p['k_avg_bits']:g}/V{p['v_avg_bits']:g}"
         if src == "scores":
@@ -76,7 +77,7 @@ def nominal(r):
     if m in ("uniform", "kivi"):
         return float(p["bits"])
     if m == "kvmix":
-        return 2.3 if p.get("bits_from", "tiers") == "tiers" else (p["k_avg_bits"] + p["v_avg_bits"]) / 2
+        return 2.3 if p.get("bits_from", "file") == "file" else (p["k_avg_bits"] + p["v_avg_bits"]) / 2
     if m == "kvtuner":
         return float(c.get("target_bits"))
     if m == "mixkvq":
@@ -92,13 +93,19 @@ def f(v, digits=4):
     return f"{v:.{digits}f}"
 
 
+def natural(text):
+    """Sort key ordering embedded numbers by value: 'R32' before 'R128'."""
+    return [(0, float(t), "") if t.replace(".", "", 1).isdigit() else (1, 0, t) for t in re.split(r"(\d+(?:\.\d+)?)", text)]
+
+
 METHOD_ORDER = {"fp16": 0, "uniform": 1, "kivi": 2, "kvmix": 3, "kvtuner": 4, "mixkvq": 5}
 
 
 def ppl_table(rows, title, note, key=None):
     if not rows:
         return []
-    key = key or (lambda r: (nominal(r) if r["method"] != "fp16" else -1, METHOD_ORDER.get(r["method"], 9), label(r)))
+    key = key or (lambda r: (nominal(r) if r["method"] != "fp16" else -1, METHOD_ORDER.get(r["method"], 9),
+                             natural(label(r))))
     rows = sorted(rows, key=key)
     out = [f"### {title}", "", note, "",
            "| method | nominal bits | K / V bits held | memory vs 16-bit | ppl | KL mean | KL p99 | top-1 |",

@@ -27,7 +27,7 @@ plot quality tradeoff --metric ppl --split bits_from --label bits --out $F/quali
 plot quality tradeoff --metric kl_mean --split bits_from --label bits --out $F/quality_kl
 plot quality tradeoff --metric top1_agreement --split bits_from --out $F/quality_top1
 plot kvmix_ablations tradeoff --metric kl_mean --split bits_from,ratio_preset --out $F/kvmix_ablations
-plot window_group tradeoff --metric kl_mean --split residual,group,v_axis --label group --out $F/window_group
+plot window_group tradeoff --metric kl_mean --split residual,group --label group --out $F/window_group
 plot long_context longbench --out $F/longbench
 plot long_context retrieval --out $F/retrieval
 
