@@ -163,10 +163,11 @@ def long_context(rows):
 
 
 KVLAB_PROTOCOL = {
-    "prefill_attends_to": "what the method's cache holds when each token is appended (one forward per window with "
-                          "token-by-token cache semantics; the token itself and the residual window in full precision)",
-    "quantized_when": "by the method's flush rule (uniform: at append; KIVI/KVmix: K per-channel in blocks of R "
-                      "tokens, V per token once it leaves the residual window), quantized once",
+    "prefill_attends_to": "what the streaming cache holds after each token's append (one masked pass per window, "
+                          "equal to token-by-token decoding): uniform per-token quantizes at append, so a token reads "
+                          "its own K/V quantized; KIVI/KVmix keep the newest tokens, itself included, exact",
+    "quantized_when": "by the method's flush rule (uniform per-token: at append; KIVI: keys per-channel every R "
+                      "tokens, values once older than R; KVmix: by its full-precision ratio), once",
     "requantizes": "no",
     "queries": "fp32, not quantized",
 }
