@@ -134,7 +134,7 @@ def main():
               "zero points and full-precision residual included); `kl_*` and `top1_agreement` are against "
               "`reference` (HF rows: HF's own fp32 run; llama.cpp rows: llama.cpp's f16-cache run of the same "
               "GGUF); `kl_mean_vs_hf_fp32` puts every row against HF's fp32 run of the dequantized GGUF; "
-              "decode tokens/s after a 4096-token prefill (median; shared 2-core CPU, see the JSON).", "",
+              "decode tokens/s after a 4096-token prefill (median; 2 threads, measured with nothing else running; each JSON has its machine and threads).", "",
               "## Protocols", ""]
     seen = set()
     for r in rows:
