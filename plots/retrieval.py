@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from kvlab_results import describe_filters, load_results, select  # noqa: E402
 from plot_common import ArgumentParser, PlotError, file_stem, pyplot, run, save_figure, short_name  # noqa: E402
-from series import REFERENCE_METHOD, config_value, natural_key, parse_list, series_name  # noqa: E402
+from series import REFERENCE_METHOD, by_model, check_split, natural_key, parse_list, series_name  # noqa: E402
 
 TASKS = ("passkey", "needle")
 
@@ -122,14 +122,9 @@ def main():
     unknown = [t for t in tasks if t not in present]
     if unknown:
         raise PlotError(f"--tasks: no metric {unknown[0]}/acc in '{source}' (tasks: {', '.join(present)})")
-    for name in parse_list(args.split):
-        if all(config_value(c, name) is None for c in chosen):
-            raise PlotError(f"--split {name}: no selected cell has a parameter '{name}'")
-    by_model = {}
-    for c in chosen:
-        by_model.setdefault(c.model, []).append(c)
+    check_split(chosen, parse_list(args.split))
     plt = pyplot()
-    wrote = [plot_model(plt, args, model, group, tasks, source) for model, group in sorted(by_model.items())]
+    wrote = [plot_model(plt, args, model, group, tasks, source) for model, group in by_model(chosen)]
     if not any(wrote):
         raise PlotError(f"no cell in '{source}' has a retrieval accuracy to draw for {', '.join(tasks)}")
 

@@ -6,7 +6,7 @@ the trade-off and LongBench plots.
 import math
 import sys
 
-from plot_common import natural_key
+from plot_common import PlotError, natural_key
 
 REFERENCE_METHOD = "fp16"
 
@@ -150,3 +150,18 @@ def group_series(cells, split):
 def parse_list(text):
     """'a, b' -> ['a', 'b']; None -> []."""
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def check_split(cells, split):
+    """--split names that no selected cell has are an error naming the parameter."""
+    for name in split:
+        if all(config_value(c, name) is None for c in cells):
+            raise PlotError(f"--split {name}: no selected cell has a parameter '{name}'")
+
+
+def by_model(cells):
+    """[(model, its cells)], models sorted: one figure each."""
+    groups = {}
+    for c in cells:
+        groups.setdefault(c.model, []).append(c)
+    return sorted(groups.items())

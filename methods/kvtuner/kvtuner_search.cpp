@@ -128,8 +128,8 @@ std::string run_search(CalibrationContext& ctx) {
       }
     progress.finish();
   }
-  if (!cached || reused_from != (std::filesystem::path(out) / "sensitivity.cache").string())
-    store_sensitivity(out, key, detail);
+  const std::string own_cache = (std::filesystem::path(out) / kSensitivityFile).string();
+  if (!cached || reused_from != own_cache) write_atomically(own_cache, format_sensitivity(key, detail));
 
   // 2. Pruning, clustering, Pareto front.
   const LayerSearch search = search_layer_pairs(pairs, sens, p.integer("clusters"));

@@ -4,20 +4,17 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "kvlab/common/error.h"
 
 namespace kvlab::kvtuner {
 namespace {
 
 namespace fs = std::filesystem;
 const char* kMagic = "kvtuner sensitivity v1";
-const char* kFile = "sensitivity.cache";
 
 // FNV-1a over the windows' lengths and ids: any change of text, tokenizer or window cut shows.
 uint64_t hash_windows(const std::vector<std::vector<int64_t>>& windows) {
@@ -79,7 +76,7 @@ std::string sensitivity_key(const LlamaModel& model, const std::string& model_di
 std::optional<SensitivityTable> find_sensitivity(const std::string& out, const std::string& reuse_dir,
                                                  const std::string& key, size_t layers, size_t pairs,
                                                  std::string* found) {
-  std::vector<fs::path> candidates{fs::path(out) / kFile};
+  std::vector<fs::path> candidates{fs::path(out) / kSensitivityFile};
   fs::path root = reuse_dir.empty() ? fs::path(out).parent_path() : fs::path(reuse_dir);
   if (root.empty()) root = ".";
   // Plan caches keep a search's outputs a level or two down (<cache>/kvtuner-<key>/output/).
@@ -87,7 +84,7 @@ std::optional<SensitivityTable> find_sensitivity(const std::string& out, const s
   for (fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
        !ec && it != end; it.increment(ec)) {
     if (it.depth() >= 3) it.disable_recursion_pending();
-    if (it->path().filename() == kFile && it->path() != candidates.front()) candidates.push_back(it->path());
+    if (it->path().filename() == kSensitivityFile && it->path() != candidates.front()) candidates.push_back(it->path());
   }
   for (const auto& file : candidates) {
     if (!fs::is_regular_file(file, ec)) continue;
@@ -99,25 +96,14 @@ std::optional<SensitivityTable> find_sensitivity(const std::string& out, const s
   return std::nullopt;
 }
 
-void store_sensitivity(const std::string& out, const std::string& key, const SensitivityTable& table) {
+std::string format_sensitivity(const std::string& key, const SensitivityTable& table) {
   std::string text = fmt::format("{}\n{}\n", kMagic, key);
   for (size_t l = 0; l < table.size(); ++l)
     for (size_t i = 0; i < table[l].size(); ++i) {
       const PlanLoss& v = table[l][i];
       text += fmt::format("{} {} {:.17g} {:.17g} {:.17g}\n", l, i, v.kl_mean, v.mean_nll, v.ref_nll);
     }
-  const fs::path path = fs::path(out) / kFile, tmp = fs::path(out) / (std::string(kFile) + ".tmp");
-  {
-    std::ofstream f(tmp);
-    f << text;
-    if (!f) fail("kvtuner search: cannot write {}", tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    fail("kvtuner search: cannot write {}: {}", path.string(), ec.message());
-  }
+  return text;
 }
 
 }  // namespace kvlab::kvtuner

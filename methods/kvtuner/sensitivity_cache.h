@@ -30,7 +30,8 @@ std::optional<SensitivityTable> find_sensitivity(const std::string& out, const s
                                                  const std::string& key, size_t layers, size_t pairs,
                                                  std::string* found = nullptr);
 
-// Writes out/sensitivity.cache whole or not at all.
-void store_sensitivity(const std::string& out, const std::string& key, const SensitivityTable& table);
+// The text of out/sensitivity.cache for `table` (the search writes it whole or not at all).
+inline constexpr const char* kSensitivityFile = "sensitivity.cache";
+std::string format_sensitivity(const std::string& key, const SensitivityTable& table);
 
 }  // namespace kvlab::kvtuner
